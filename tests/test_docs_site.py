@@ -1,0 +1,252 @@
+"""The docs site, in a real browser: build it with `tools/build_docs.py`, serve `_docs/` on
+127.0.0.1 and open every page in headless Chromium (Playwright, /usr/bin/chromium).
+
+Checks: every page loads with no console error, failed request or request leaving 127.0.0.1;
+every notebook has its page and every page's sidebar lists every page; every lesson page whose
+notebook has a (visible) image output shows a rendered plot, and the training and generation
+lessons always do once their notebooks exist; every exported function and class has its API entry
+(the anchor nbdev's `_modidx.py` links to) and every other exported name appears on some page;
+every internal link and #anchor resolves. A screenshot of the training page (or, until
+03_training exists, of the last lesson page) is saved in tests/artifacts/.
+
+Chromium missing is a failure, not a skip: CI installs it (`apt-get install chromium`).
+"""
+from __future__ import annotations
+
+import functools, http.server, importlib, json, os, re, subprocess, sys, threading, time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NBS, DOCS, ARTIFACTS = REPO/'nbs', REPO/'_docs', REPO/'tests'/'artifacts'
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync']
+# lessons that must carry a plot as soon as their notebook exists, whatever its outputs are today
+PLOT_REQUIRED = ('03_training.ipynb', '04_generation.ipynb')
+IMAGE_MIMES = ('image/png', 'image/jpeg', 'image/svg+xml', 'image/gif')
+
+
+def page_name(nb:Path) -> str:
+    "The page Quarto (and tools/build_docs.py) makes from a notebook: `00_encoding.ipynb` -> `encoding.html`."
+    from nbdev.doclinks import _nbpath2html
+    return _nbpath2html(nb.relative_to(NBS)).as_posix()
+
+
+def notebooks() -> list[Path]:
+    return sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
+
+
+def lessons() -> list[Path]:
+    return [p for p in notebooks() if re.match(r'\d', p.name)]
+
+
+def visible_image_outputs(nb_path:Path) -> int:
+    "Image outputs of the cells nbdev keeps on the page (not `#| hide`, `#| export`, `include: false`, `output: false`)."
+    from nbdev.process import NBProcessor
+    n = 0
+    for cell in NBProcessor(nb_path, rm_directives=False).nb.cells:
+        if cell.cell_type != 'code': continue
+        d = cell.directives_ or {}
+        if d.keys() & {'hide', 'export', 'exporti', 'default_exp'}: continue
+        if d.get('include:') == ['false'] or d.get('output:') == ['false']: continue
+        n += sum(any(m in o.get('data', {}) for m in IMAGE_MIMES) for o in cell.get('outputs', []))
+    return n
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope='module')
+def built_site():
+    env = {**os.environ, 'MPLBACKEND': 'Agg'}
+    env.pop('IN_TEST', None)
+    env.setdefault('CHARRNN_DATA', str(REPO.parent/'shared'/'data'))
+    t = time.time()
+    r = subprocess.run([sys.executable, 'tools/build_docs.py'], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, f'tools/build_docs.py failed (rc {r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}'
+    print(f'\nbuilt the docs site in {time.time()-t:.1f}s: {r.stdout.strip().splitlines()[-1]}')
+    return sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob('*.html'))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+
+
+@pytest.fixture(scope='module')
+def base_url(built_site):
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(DOCS)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{server.server_port}/'
+    server.shutdown()
+    server.server_close()
+
+
+def _chromium_missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return (f'{CHROMIUM} is missing: the docs-site test needs Chromium. Install it with '
+                '`apt-get install -y chromium chromium-driver` (.ci/run does this).')
+
+
+@pytest.fixture(scope='module')
+def browser():
+    if (msg := _chromium_missing()): pytest.fail(msg, pytrace=False)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+_COLLECT_JS = """() => ({
+  ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+  links: [...document.querySelectorAll('a[href]')].map(a => [a.getAttribute('href'), a.href]),
+  plots: [...document.querySelectorAll('.cell-output-display img, .cell-output img')].map(i => ({
+      w: i.naturalWidth, h: i.naturalHeight, complete: i.complete, src: i.getAttribute('src').slice(0, 30)})),
+  sidebar: [...document.querySelectorAll('nav.sidebar a[href]')].map(a => a.href),
+  text: document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText,
+  title: document.title,
+})"""
+
+
+@pytest.fixture(scope='module')
+def crawl(built_site, base_url, browser):
+    "Open every page once; what each showed and what went wrong loading it."
+    ctx = browser.new_context(viewport={'width': 1280, 'height': 1000})
+    outside = []
+    def route(r):
+        if r.request.url.startswith(base_url): r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+    ctx.route('**/*', route)
+    res = {}
+    for name in built_site:
+        page = ctx.new_page()
+        problems = []
+        page.on('console', lambda m, p=problems: m.type == 'error' and p.append(f'console error: {m.text}'))
+        page.on('pageerror', lambda e, p=problems: p.append(f'page error: {e}'))
+        page.on('requestfailed', lambda r, p=problems: p.append(f'request failed: {r.url} ({r.failure})'))
+        page.on('response', lambda r, p=problems: r.status >= 400 and p.append(f'HTTP {r.status}: {r.url}'))
+        n_outside = len(outside)
+        resp = page.goto(base_url + name, wait_until='load')
+        if resp is None or not resp.ok: problems.append(f'HTTP {resp and resp.status} loading the page')
+        page.wait_for_timeout(100)   # late console messages
+        info = page.evaluate(_COLLECT_JS)
+        info['problems'] = problems + [f'fetched from outside: {u}' for u in outside[n_outside:]]
+        res[name] = info
+        page.close()
+    ctx.close()
+    return res
+
+# ------------------------------------------------------------------ tests
+
+def test_chromium_is_installed():
+    assert not _chromium_missing(), _chromium_missing()
+
+
+def test_pages_load_without_errors(crawl):
+    bad = {name: info['problems'] for name, info in crawl.items() if info['problems']}
+    assert not bad, 'pages with console errors or failed requests:\n' + json.dumps(bad, indent=1)
+
+
+def test_every_notebook_has_a_page_in_every_sidebar(crawl, base_url):
+    missing = [f'{nb.name} -> {page_name(nb)}' for nb in notebooks() if page_name(nb) not in crawl]
+    assert not missing, f'notebooks without a page: {missing}'
+    pages = {base_url + p for p in crawl}
+    for name, info in crawl.items():
+        listed = {u.split('#')[0] for u in info['sidebar']}
+        assert pages <= listed, f'{name}: sidebar misses {sorted(pages - listed)}'
+    order = [base_url + page_name(nb) for nb in notebooks() if nb.name != 'index.ipynb']
+    side = [u for u in crawl[page_name(lessons()[0])]['sidebar'] if u in order] if lessons() else []
+    assert side == order, f'sidebar is not in notebook order: {side}'
+
+
+def _lesson_ids():
+    return [nb.name for nb in lessons()] or ['(no lessons)']
+
+
+@pytest.mark.parametrize('nb_name', _lesson_ids())
+def test_lesson_plots_render(crawl, nb_name):
+    nb = NBS/nb_name
+    if not nb.exists(): pytest.skip('no lesson notebooks yet')
+    assert page_name(nb) in crawl, f'{nb_name} has no page {page_name(nb)}'
+    info = crawl[page_name(nb)]
+    rendered = [p for p in info['plots'] if p['complete'] and p['w'] > 0 and p['h'] > 0]
+    broken = [p for p in info['plots'] if not (p['complete'] and p['w'] > 0)]
+    assert not broken, f'{page_name(nb)}: images that did not render: {broken}'
+    n_nb = visible_image_outputs(nb)
+    if nb.name in PLOT_REQUIRED:
+        assert n_nb, f'{nb.name} has no image output: this lesson must show a plot (run the notebook and save it with its outputs)'
+    if n_nb:
+        assert rendered, f'{nb.name} has {n_nb} image output(s) but {page_name(nb)} shows no rendered plot'
+        assert len(rendered) >= n_nb, f'{page_name(nb)} shows {len(rendered)} of the {n_nb} images of {nb.name}'
+    else:
+        pytest.skip(f'{nb.name} has no image output (yet)')
+
+
+def _public_api():
+    "(module, name, object, docs location from _modidx or None) for every name in each module's __all__."
+    idx = importlib.import_module('charrnn._modidx').d
+    res = []
+    for mod, syms in idx['syms'].items():
+        m = importlib.import_module(mod)
+        locs = {k[len(mod)+1:]: loc for k, (loc, _) in syms.items()}
+        names = list(getattr(m, '__all__', []))
+        names += [n for n in locs if '.' not in n and not n.startswith('_') and n not in names]
+        res += [(mod, n, getattr(m, n, None), locs.get(n)) for n in names]
+    return res
+
+
+def test_exported_functions_and_classes_have_api_docs(crawl):
+    "Each exported function and class has the API entry (show_doc) that nbdev's _modidx.py links to."
+    problems = []
+    for mod, name, obj, loc in _public_api():
+        if not (callable(obj) or isinstance(obj, type)): continue
+        if loc is None: problems.append(f'{mod}.{name}: in __all__ but not in _modidx.py (run nbdev_export)'); continue
+        page, _, anchor = loc.partition('#')
+        if page not in crawl: problems.append(f'{mod}.{name}: its page {page} was not built')
+        elif anchor not in crawl[page]['ids']: problems.append(f'{mod}.{name}: no API entry #{anchor} on {page}')
+    assert not problems, 'exported names without API docs:\n' + '\n'.join(problems)
+
+
+def test_exported_constants_are_mentioned(crawl):
+    "Exported names that are not functions or classes (show_doc does not document them) appear in some page's text."
+    text = '\n'.join(info['text'] for info in crawl.values())
+    missing = [f'{mod}.{name}' for mod, name, obj, _ in _public_api()
+               if not (callable(obj) or isinstance(obj, type)) and not re.search(rf'\b{re.escape(name)}\b', text)]
+    assert not missing, ('exported (in __all__) but mentioned on no page; say what each is in the lesson\'s prose, '
+                         'or keep it out of __all__ (`#| exporti`):\n' + '\n'.join(missing))
+
+
+def test_internal_links_resolve(crawl, base_url):
+    bad = []
+    for name, info in crawl.items():
+        for raw, url in info['links']:
+            if not url.startswith(base_url): continue      # external: not fetched, not checked
+            parts = urlsplit(url)
+            path = unquote(parts.path)[len(urlsplit(base_url).path):] or 'index.html'
+            if path.endswith('/'): path += 'index.html'
+            if not (DOCS/path).is_file(): bad.append(f'{name}: {raw!r} -> missing {path}'); continue
+            if parts.fragment and path in crawl and unquote(parts.fragment) not in crawl[path]['ids']:
+                bad.append(f'{name}: {raw!r} -> no #{parts.fragment} on {path}')
+    assert not bad, 'broken internal links:\n' + '\n'.join(sorted(set(bad)))
+
+
+def test_screenshot_of_training_page(crawl, base_url, browser):
+    name = 'training.html' if (NBS/'03_training.ipynb').exists() else None
+    if name is None:   # until 03_training exists: the last lesson with a plot, else the last lesson
+        with_plot = [page_name(nb) for nb in lessons() if crawl[page_name(nb)]['plots']]
+        name = (with_plot or [page_name(nb) for nb in lessons()] or sorted(crawl))[-1]
+    assert name in crawl, f'{name} was not built'
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    out = ARTIFACTS/(Path(name).stem + '.png')
+    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
+    try:
+        page.goto(base_url + name, wait_until='load')
+        height = min(page.evaluate('document.documentElement.scrollHeight'), 3000)
+        page.screenshot(path=str(out), full_page=True, clip={'x': 0, 'y': 0, 'width': 1280, 'height': height})
+    finally: page.close()
+    assert out.is_file() and out.stat().st_size > 0, f'no screenshot at {out}'
+    print(f'\nscreenshot of {name}: {out}')
