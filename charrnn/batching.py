@@ -12,7 +12,7 @@ from .encoding import check_arg, ConfigError, CharrnnError
 # %% auto #0
 __all__ = ['split_data', 'generate_batches', 'StreamBatcher', 'eval_batcher']
 
-# %% ../nbs/01_batching.ipynb #3db2c113
+# %% ../nbs/01_batching.ipynb #720e9db1
 def split_data(ids, # the encoded text, 1-d
                val_frac:float=0.1, # the fraction kept at the end for validation
               ):
@@ -24,7 +24,7 @@ def split_data(ids, # the encoded text, 1-d
               "training and validation text; use a longer text or another fraction")
     return ids[:len(ids) - n_val], ids[len(ids) - n_val:]
 
-# %% ../nbs/01_batching.ipynb #d1e640df
+# %% ../nbs/01_batching.ipynb #3ccccbcf
 def generate_batches(encoded_text, # the encoded text, 1-d (numpy array or tensor)
                      samp_per_batch:int=10, # rows (streams) in each batch
                      seq_len:int=50, # characters per row in each batch
@@ -40,7 +40,7 @@ def generate_batches(encoded_text, # the encoded text, 1-d (numpy array or tenso
         if drop_last and start + seq_len > n: break
         yield x[:, start:start + seq_len], y[:, start:start + seq_len]
 
-# %% ../nbs/01_batching.ipynb #4cd291be
+# %% ../nbs/01_batching.ipynb #ec479734
 class StreamBatcher:
     "Contiguous streams of `ids` on `device`, served as `(x, y)` windows of `seq_len` (ids as `long`)."
     def __init__(self, ids:torch.Tensor, # the encoded text, 1-d
@@ -81,7 +81,7 @@ class StreamBatcher:
     @property
     def chars_per_window(self): return self.x.shape[0] * self.seq_len
 
-# %% ../nbs/01_batching.ipynb #c5695b3c
+# %% ../nbs/01_batching.ipynb #2bb15fb2
 def eval_batcher(ids:torch.Tensor, # the validation ids
                  seq_len:int=256, # characters per window
                  max_rows:int=64, # at most this many streams

@@ -128,7 +128,7 @@ def resolve_text_path(text:str|Path, # a path to a text file, or the name `tinys
     if str(text) == 'tinyshakespeare' and not Path(text).exists(): return get_tinyshakespeare()
     return Path(text).expanduser()
 
-# %% ../nbs/00_encoding.ipynb #b3e4a277
+# %% ../nbs/00_encoding.ipynb #41f62a63
 def describe_chars(chars:Iterable[str], # characters to list
                    limit:int=10, # list at most this many
                   ) -> str:
@@ -137,7 +137,7 @@ def describe_chars(chars:Iterable[str], # characters to list
     shown = ', '.join(f'{c!r} (U+{ord(c):04X})' for c in chars[:limit])
     return shown + (f' and {len(chars)-limit} more' if len(chars) > limit else '')
 
-# %% ../nbs/00_encoding.ipynb #41f62a63
+# %% ../nbs/00_encoding.ipynb #76d2d4b5
 class Vocab:
     "The sorted distinct characters of a text, mapping text to integer ids (`encode`) and back (`decode`)."
     def __init__(self, chars:Iterable[str], # the characters; order and repeats do not matter
@@ -161,7 +161,7 @@ class Vocab:
         "The smallest integer dtype that holds every id."
         return torch.uint8 if len(self) <= 256 else torch.int16 if len(self) <= 2**15 else torch.int32
 
-# %% ../nbs/00_encoding.ipynb #76d2d4b5
+# %% ../nbs/00_encoding.ipynb #aef9c14d
 @patch
 def unknown(self:Vocab, text:str) -> list[str]:
     "The distinct characters of `text` that are not in the vocabulary, sorted."
@@ -185,7 +185,7 @@ def decode(self:Vocab, ids, # a sequence of ids: list, numpy array or tensor (an
     ids = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
     return ''.join(self._chars[ids.astype(np.int64).reshape(-1)])
 
-# %% ../nbs/00_encoding.ipynb #72d1986c
+# %% ../nbs/00_encoding.ipynb #68f189f6
 def one_hot_encoder(encoded_text, # ids of any shape: tensor, numpy array or list
                     num_uni_chars:int, # the number of distinct characters, `len(vocab)`
                    ) -> torch.Tensor:

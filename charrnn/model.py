@@ -16,12 +16,12 @@ from safetensors.torch import load as st_load, save as st_save
 from .encoding import Vocab, CharrnnError, ConfigError, check_arg, one_hot_encoder
 
 # %% auto #0
-__all__ = ['CELLS', 'FORMAT', 'FORMAT_VERSION', 'CHECKPOINT_NAMES', 'CharModel', 'detach_hidden', 'num_params', 'bits_per_char',
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'CHECKPOINT_NAMES', 'CharModel', 'detach_hidden', 'num_params', 'bits_per_char',
            'get_device', 'CheckpointError', 'atomic_write_bytes', 'write_checkpoint', 'read_checkpoint', 'save',
            'model_from_checkpoint', 'load']
 
-# %% ../nbs/02_model.ipynb #6e284f9e
-CELLS = {'lstm': nn.LSTM, 'gru': nn.GRU}
+# %% ../nbs/02_model.ipynb #acebd255
+_CELLS = {'lstm': nn.LSTM, 'gru': nn.GRU}
 
 class CharModel(nn.Module):
     "A character-level language model: embedding, `num_layers` recurrent layers, dropout, linear read-out."
@@ -33,7 +33,7 @@ class CharModel(nn.Module):
                  emb_dim:int|None=None, # embedding width (default: the vocabulary size, like one-hot input)
                 ):
         super().__init__()
-        check_arg(cell in CELLS, f"cell must be 'lstm' or 'gru', not {cell!r}")
+        check_arg(cell in _CELLS, f"cell must be 'lstm' or 'gru', not {cell!r}")
         check_arg(num_hidden > 0 and num_layers > 0, f"num_hidden and num_layers must be positive, not {num_hidden} and {num_layers}")
         check_arg(0 <= drop_prob < 1, f"dropout must be at least 0 and below 1, not {drop_prob}")
         check_arg(emb_dim is None or emb_dim > 0, f"emb_dim must be positive, not {emb_dim}")
@@ -41,7 +41,7 @@ class CharModel(nn.Module):
         self.num_hidden,self.num_layers,self.drop_prob = num_hidden,num_layers,drop_prob
         self.emb_dim = emb_dim or len(vocab)
         self.emb = nn.Embedding(len(vocab), self.emb_dim)
-        self.rnn = CELLS[cell](self.emb_dim, num_hidden, num_layers, batch_first=True,
+        self.rnn = _CELLS[cell](self.emb_dim, num_hidden, num_layers, batch_first=True,
                                dropout=drop_prob if num_layers > 1 else 0.)
         self.dropout = nn.Dropout(drop_prob)
         self.fc = nn.Linear(num_hidden, len(vocab))
@@ -65,7 +65,7 @@ class CharModel(nn.Module):
 
     def extra_repr(self): return f'vocab={len(self.vocab)} chars'
 
-# %% ../nbs/02_model.ipynb #1fb3114a
+# %% ../nbs/02_model.ipynb #60d7326d
 @patch
 def init_hidden(self:CharModel, batch_size:int, # streams in the batch
                ):
@@ -82,12 +82,12 @@ def num_params(model:nn.Module) -> int:
     "The number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-# %% ../nbs/02_model.ipynb #5f6a03ee
+# %% ../nbs/02_model.ipynb #1885a0e7
 def bits_per_char(nats:float) -> float:
     "A loss in nats per character as bits per character."
     return nats / math.log(2)
 
-# %% ../nbs/02_model.ipynb #b586a566
+# %% ../nbs/02_model.ipynb #389d527a
 def get_device(spec:str|torch.device='auto', # 'auto' (a GPU if there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'
               ) -> torch.device:
     "The `torch.device` for `spec`; `ConfigError` if it is unknown or not available here."
@@ -111,7 +111,7 @@ def get_device(spec:str|torch.device='auto', # 'auto' (a GPU if there is one), '
         raise ConfigError(f"device 'mps' was asked for, but Apple's MPS is not available here; use --device cpu")
     return dev
 
-# %% ../nbs/02_model.ipynb #ff2a2533
+# %% ../nbs/02_model.ipynb #348e660b
 FORMAT = 'charrnn'
 FORMAT_VERSION = 1
 
@@ -125,6 +125,8 @@ def atomic_write_bytes(path:str|Path, # the file to create or replace
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the usual permissions
         with os.fdopen(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -137,13 +139,13 @@ def atomic_write_bytes(path:str|Path, # the file to create or replace
         finally: os.close(dfd)
     except OSError: pass
 
-# %% ../nbs/02_model.ipynb #348e660b
+# %% ../nbs/02_model.ipynb #64009831
 def _tensors_sha256(tensors:dict) -> str:
     h = hashlib.sha256()
     for k in sorted(tensors):
         t = tensors[k].detach().contiguous().cpu()
         h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
 def write_checkpoint(path:str|Path, # the file to write (atomically)
@@ -156,7 +158,7 @@ def write_checkpoint(path:str|Path, # the file to write (atomically)
     header.update(format=FORMAT, format_version=str(FORMAT_VERSION), tensors_sha256=_tensors_sha256(tensors))
     atomic_write_bytes(path, st_save(tensors, metadata=header))
 
-# %% ../nbs/02_model.ipynb #2bda5ade
+# %% ../nbs/02_model.ipynb #ad151f01
 CHECKPOINT_NAMES = ('best.safetensors', 'latest.safetensors')
 
 def _checkpoint_file(path:Path) -> Path:
@@ -169,21 +171,22 @@ def _checkpoint_file(path:Path) -> Path:
 
 def _header(path:Path, data:bytes) -> dict:
     "The safetensors header of `data`, or a `CheckpointError` saying what the file is instead."
-    if data[:1] == b'\x80' or data[:4] == b'PK\x03\x04':
-        raise CheckpointError(f"{path} is a pickle (torch.save) file, not a charrnn checkpoint; charrnn never "
-                              "unpickles files, because unpickling can run code hidden in them")
-    if len(data) < 8: raise CheckpointError(f"{path} is too short to be a checkpoint ({len(data)} bytes); it is truncated or not a checkpoint")
+    if data[8:9] != b'{':  # a safetensors file: an 8-byte header length, then the JSON header
+        if (data[:1] == b'\x80' and data[1:2] in b'\x02\x03\x04\x05') or data[:4] == b'PK\x03\x04':
+            raise CheckpointError(f"{path} is a pickle (torch.save) file, not a charrnn checkpoint; charrnn never "
+                                  "unpickles files, because unpickling can run code hidden in them")
+        if len(data) < 9: raise CheckpointError(f"{path} is truncated or not a checkpoint (only {len(data)} bytes)")
+        raise CheckpointError(f"{path} is not a charrnn checkpoint (no safetensors header)")
     n = int.from_bytes(data[:8], 'little')
     if n > len(data) - 8:
-        if data[8:9] == b'{': raise CheckpointError(f"{path} is truncated (its header alone claims {n:,} bytes, the file has {len(data):,})")
-        raise CheckpointError(f"{path} is not a charrnn checkpoint (no safetensors header)")
+        raise CheckpointError(f"{path} is truncated (its header alone claims {n:,} bytes, the file has {len(data):,})")
     try: header = json.loads(data[8:8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{path} is not a charrnn checkpoint (no readable safetensors header)") from None
     if not isinstance(header, dict): raise CheckpointError(f"{path} is not a charrnn checkpoint (unexpected header)")
     return header.get('__metadata__') or {}
 
-# %% ../nbs/02_model.ipynb #ad151f01
+# %% ../nbs/02_model.ipynb #8da9fbd5
 def read_checkpoint(path:str|Path, # a checkpoint file, or a run folder holding best.safetensors
                    ) -> tuple[dict, dict, Path]:
     "The tensors and header of a charrnn checkpoint, and the file read; `CheckpointError` says what is wrong with a bad one."
@@ -204,7 +207,7 @@ def read_checkpoint(path:str|Path, # a checkpoint file, or a run folder holding 
     except json.JSONDecodeError: raise CheckpointError(f"{path} is corrupt: its header does not parse") from None
     return tensors, meta, path
 
-# %% ../nbs/02_model.ipynb #593e6f6f
+# %% ../nbs/02_model.ipynb #7f78aff7
 def save(model:CharModel, # the model to save
          path:str|Path, # the file to write, usually `*.safetensors`
          summary:dict|None=None, # facts about its training (step, val_loss, ...); default `model.summary`
@@ -219,7 +222,7 @@ def save(model:CharModel, # the model to save
     write_checkpoint(path, tensors, meta)
     return Path(path)
 
-# %% ../nbs/02_model.ipynb #7f78aff7
+# %% ../nbs/02_model.ipynb #ef1c7cee
 def model_from_checkpoint(tensors:dict, meta:dict, path:Path|str='checkpoint',
                           device='cpu', # where to put the model
                          ) -> CharModel:

@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 export CHARRNN_DATA="${CHARRNN_DATA:-$(cd .. && pwd)/shared/data}"
 export CHARRNN_CACHE="${CHARRNN_CACHE:-$(mktemp -d)}"   # never touch the user's real cache
 export MPLBACKEND=Agg
-echo "== nbdev_test"; time nbdev_test --n_workers 2
+# one thread per notebook process: two processes with two OpenMP threads each on two cores stall each other badly
+echo "== nbdev_test"; time OMP_NUM_THREADS=1 nbdev_test --n_workers 2
 echo "== pytest"; time python -m pytest -q tests "$@"
