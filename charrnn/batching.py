@@ -89,7 +89,10 @@ def eval_batcher(ids:torch.Tensor, # the validation ids
                  rank:int=0, # this process's rank, for distributed evaluation
                  world_size:int=1, # the number of processes sharing the evaluation
                 ) -> StreamBatcher:
-    "A `StreamBatcher` over all of `ids` (bar at most `max_rows-1` characters), for evaluation."
+    "A `StreamBatcher` over all of `ids` (bar at most `max_rows-1` characters), for evaluation; processes share its rows."
     rows = max(1, min(max_rows, (len(ids) - 1) // seq_len))
-    rows = max(world_size, rows // world_size * world_size)
-    return StreamBatcher(ids, rows, seq_len, device=device, rank=rank, world_size=world_size, drop_last=False)
+    b = StreamBatcher(ids, rows, seq_len, device=device, drop_last=False)
+    # the layout does not depend on the number of processes, so neither does the loss; shares may be uneven
+    mine = slice(rank * rows // world_size, (rank + 1) * rows // world_size)
+    b.x, b.y = b.x[mine], b.y[mine]
+    return b

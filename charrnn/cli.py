@@ -66,6 +66,7 @@ def train_cmd(text:str, # a UTF-8 text file, or 'tinyshakespeare' (downloaded on
                     val_frac=val_frac, max_steps=max_steps, epochs=epochs, time_limit=time_limit, eval_every=eval_every,
                     ckpt_every=checkpoint_every, ckpt_seconds=checkpoint_seconds, precision=precision,
                     compile=compile or None, seed=seed)
+    if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if not trainer.dist.is_main: return trainer
     if trainer.stop_reason in ('SIGINT', 'SIGTERM'):
         print(f"stopped by {trainer.stop_reason} at step {trainer.step}; the latest checkpoint is in {out}. "

@@ -25,8 +25,8 @@ from .model import (CharModel, detach_hidden, num_params, bits_per_char, get_dev
 # %% auto #0
 __all__ = ['RESUMABLE', 'RECIPES', 'TrainConfig', 'lr_at', 'bf16_supported', 'autocast_for', 'make_optimizer', 'evaluate',
            'History', 'flatten_state', 'unflatten_state', 'rng_state', 'set_rng_state', 'seed_everything', 'Dist',
-           'TrainingDiverged', 'Trainer', 'stop_on_signals', 'prepare_text', 'recipe', 'fit_batch_to_text',
-           'saved_settings', 'train']
+           'init_distributed', 'TrainingDiverged', 'Trainer', 'stop_on_signals', 'prepare_text', 'recipe',
+           'fit_batch_to_text', 'saved_settings', 'train']
 
 # %% ../nbs/03_training.ipynb #7e338d41
 @dataclass
@@ -123,6 +123,7 @@ def evaluate(model:CharModel, # the model
     hidden = None
     with autocast_for(batches.device, precision):
         for x, y in batches:
+            if not x.numel(): continue  # a process with no rows (more processes than rows)
             logits, hidden = model(x, hidden)
             total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction='sum')
             count += y.numel()
@@ -244,6 +245,22 @@ class Dist:
 
     def barrier(self):
         if self.enabled: torch.distributed.barrier()
+
+def init_distributed(device='auto', # the device asked for; under torchrun a GPU run uses cuda:LOCAL_RANK
+                    ) -> tuple[Dist, torch.device]:
+    "Join the process group when started by torchrun (`WORLD_SIZE` > 1); return this process's `Dist` and device."
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    dev = get_device(device)
+    if world <= 1: return Dist(), dev
+    rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
+    if dev.type == 'cuda':
+        dev = torch.device('cuda', local); torch.cuda.set_device(dev); backend = 'nccl'
+    else:  # share the cores: one process's threads must not wait on another's
+        backend = 'gloo'
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', world))))
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend, rank=rank, world_size=world)
+    return Dist(rank, world, local), dev
 
 # %% ../nbs/03_training.ipynb #4fe031b1
 class TrainingDiverged(CharrnnError, RuntimeError):
@@ -614,8 +631,7 @@ def train(text:str|Path, # a text file, or 'tinyshakespeare'
           **settings, # any `TrainConfig` field or model argument (num_hidden, num_layers, drop_prob, cell, emb_dim)
          ) -> Trainer:
     "Train a `CharModel` on `text` with the device's recipe, overridden by `settings`; return the `Trainer`."
-    dist = dist or Dist()
-    device = get_device(device)
+    dist, device = init_distributed(device) if dist is None else (dist, get_device(device))
     unknown = set(settings) - set(_MODEL_KEYS) - {f.name for f in fields(TrainConfig)}
     check_arg(not unknown, f"unknown settings: {', '.join(sorted(unknown))}")
     r = saved_settings(Path(out)) if resume and out is not None and (Path(out)/'latest.safetensors').exists() else recipe(device)
