@@ -40,7 +40,7 @@ def generate_batches(encoded_text, # the encoded text, 1-d (numpy array or tenso
         if drop_last and start + seq_len > n: break
         yield x[:, start:start + seq_len], y[:, start:start + seq_len]
 
-# %% ../nbs/01_batching.ipynb #ec479734
+# %% ../nbs/01_batching.ipynb #5564f9e7
 class StreamBatcher:
     "Contiguous streams of `ids` on `device`, served as `(x, y)` windows of `seq_len` (ids as `long`)."
     def __init__(self, ids:torch.Tensor, # the encoded text, 1-d
@@ -81,7 +81,7 @@ class StreamBatcher:
     @property
     def chars_per_window(self): return self.x.shape[0] * self.seq_len
 
-# %% ../nbs/01_batching.ipynb #2bb15fb2
+# %% ../nbs/01_batching.ipynb #402dbedf
 def eval_batcher(ids:torch.Tensor, # the validation ids
                  seq_len:int=256, # characters per window
                  max_rows:int=64, # at most this many streams

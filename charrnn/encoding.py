@@ -185,7 +185,7 @@ def decode(self:Vocab, ids, # a sequence of ids: list, numpy array or tensor (an
     ids = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
     return ''.join(self._chars[ids.astype(np.int64).reshape(-1)])
 
-# %% ../nbs/00_encoding.ipynb #68f189f6
+# %% ../nbs/00_encoding.ipynb #66567c72
 def one_hot_encoder(encoded_text, # ids of any shape: tensor, numpy array or list
                     num_uni_chars:int, # the number of distinct characters, `len(vocab)`
                    ) -> torch.Tensor:

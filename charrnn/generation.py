@@ -72,7 +72,7 @@ def filter_logits(logits:torch.Tensor, # (B, V) scores
         z = torch.full_like(z, -math.inf).scatter(-1, order, zs)
     return z
 
-# %% ../nbs/04_generation.ipynb #cdd96596
+# %% ../nbs/04_generation.ipynb #e2f8c8a1
 def gumbel_noise(shape, # the shape of the noise, e.g. (steps, B, V)
                  generator:torch.Generator, # the seeded source of randomness
                  device=None, # where to draw it (the generator's device)
@@ -89,55 +89,68 @@ def select(logits:torch.Tensor, # (B, V) float scores
     if temperature == 0 or noise is None: return logits.argmax(-1)
     return (filter_logits(logits, temperature, top_k, top_p) + noise).argmax(-1)
 
-# %% ../nbs/04_generation.ipynb #bd85bd41
+# %% ../nbs/04_generation.ipynb #fc4adb42
+def _lstm_cell(gx:torch.Tensor, h:torch.Tensor, w_hh:torch.Tensor, c:torch.Tensor, fused:bool):
+    "One LSTM layer's step from `gx` (B, 4H), the input's share of the gates with all biases; returns the new `h` and `c`."
+    if fused:  # CUDA: the gate arithmetic in one kernel (the one nn.LSTMCell uses)
+        h, c, _ = torch._thnn_fused_lstm_cell(gx, h @ w_hh, c)
+        return h, c
+    i, f, g, o = torch.addmm(gx, h, w_hh).chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+def _gru_cell(gi:torch.Tensor, gh:torch.Tensor, h:torch.Tensor, fused:bool):
+    "GRU gate arithmetic: `gi`, `gh` (B, 3H) input and hidden products, with their biases; returns the new `h`."
+    if fused: return torch._thnn_fused_gru_cell(gi, gh, h)[0]
+    ir, iz, inn = gi.chunk(3, 1); hr, hz, hn = gh.chunk(3, 1)
+    r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+    return torch.lerp(torch.tanh(inn + r * hn), h, z)  # (1 - z)·n + z·h
+
+# %% ../nbs/04_generation.ipynb #3294e3b5
 class Decoder:
-    "One-step decoding of a `CharModel` with its weights laid out for small batches; state kept in place."
+    "One-step decoding of a `CharModel`, its weights laid out for small batches; `step` is a pure function of ids and state."
     def __init__(self, model:CharModel, # the model (in eval mode)
-                 batch_size:int, # the number of streams decoded together
                 ):
-        self.model, self.B, self.lstm = model, batch_size, model.cell == 'lstm'
-        rnn, L, H = model.rnn, model.num_layers, model.num_hidden
+        self.model, self.lstm = model, model.cell == 'lstm'
+        rnn, L = model.rnn, model.num_layers
         w = lambda name: getattr(rnn, name).detach()
         with torch.no_grad():
-            ih0 = model.emb.weight.detach() @ w('weight_ih_l0').t() + w('bias_ih_l0')  # (V, G·H): one-hot ∘ embedding ∘ W_ih
+            ih0 = model.emb.weight.detach() @ w('weight_ih_l0').t() + w('bias_ih_l0')  # (V, G·H): one-hot, embedding, W_ih
             self.table = (ih0 + w('bias_hh_l0')).contiguous() if self.lstm else ih0.contiguous()
             self.w_ih = [None] + [w(f'weight_ih_l{l}').t().contiguous() for l in range(1, L)]   # (H, G·H)
             self.w_hh = [w(f'weight_hh_l{l}').t().contiguous() for l in range(L)]              # (H, G·H)
             if self.lstm: self.b = [None] + [w(f'bias_ih_l{l}') + w(f'bias_hh_l{l}') for l in range(1, L)]
             else: self.b_ih, self.b_hh = [w(f'bias_ih_l{l}') for l in range(L)], [w(f'bias_hh_l{l}') for l in range(L)]
             self.fc_w, self.fc_b = model.fc.weight.detach().t().contiguous(), model.fc.bias.detach()
-        z = lambda: torch.zeros(L, batch_size, H, device=model.device, dtype=self.fc_w.dtype)
-        self.h, self.c = z(), (z() if self.lstm else None)
+        self.fused = model.device.type == 'cuda' and hasattr(torch, '_thnn_fused_lstm_cell')
 
-    def load_hidden(self, hidden):
-        "Copy a hidden state from `model(...)` into the decoder's state."
-        if self.lstm: self.h.copy_(hidden[0]); self.c.copy_(hidden[1])
-        else: self.h.copy_(hidden)
-
-# %% ../nbs/04_generation.ipynb #00a7a5d8
-@patch
-def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
-        ) -> torch.Tensor:
-    "Advance every stream by one character; return the logits for the next, (B, V) float."
-    x = None
-    for l in range(self.model.num_layers):
-        h = self.h[l]
-        if self.lstm:
-            gates = torch.addmm(self.table[ids] if l == 0 else torch.addmm(self.b[l], x, self.w_ih[l]), h, self.w_hh[l])
-            i, f, g, o = gates.chunk(4, 1)
-            c = torch.sigmoid(f) * self.c[l] + torch.sigmoid(i) * torch.tanh(g)
-            self.c[l].copy_(c)
-            self.h[l].copy_(torch.sigmoid(o) * torch.tanh(c))
-        else:
-            gi = self.table[ids] if l == 0 else torch.addmm(self.b_ih[l], x, self.w_ih[l])
-            gh = torch.addmm(self.b_hh[l], h, self.w_hh[l])
-            ir, iz, inn = gi.chunk(3, 1); hr, hz, hn = gh.chunk(3, 1)
-            r, zg = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-            self.h[l].copy_(torch.lerp(torch.tanh(inn + r * hn), h, zg))  # (1 - z)·n + z·h
-        x = self.h[l]
-    return torch.addmm(self.fc_b, x, self.fc_w).float()
+    def state_from(self, hidden) -> list:
+        "The per-layer state `[(h, c), ...]` (GRU: `[h, ...]`) from a hidden state of the model."
+        if self.lstm: return [(h, c) for h, c in zip(hidden[0], hidden[1])]
+        return list(hidden)
 
 # %% ../nbs/04_generation.ipynb #85c1897e
+@patch
+def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
+         state:list, # the state after the previous characters, from `state_from` or an earlier `step`
+        ):
+    "The logits for the next character, (B, V) float, and the new state."
+    new, x = [], None
+    for l in range(self.model.num_layers):
+        if self.lstm:
+            h, c = state[l]
+            gx = self.table[ids] if l == 0 else torch.addmm(self.b[l], x, self.w_ih[l])
+            h, c = _lstm_cell(gx, h, self.w_hh[l], c, self.fused)
+            new.append((h, c))
+        else:
+            h = state[l]
+            gi = self.table[ids] if l == 0 else torch.addmm(self.b_ih[l], x, self.w_ih[l])
+            h = _gru_cell(gi, torch.addmm(self.b_hh[l], h, self.w_hh[l]), h, self.fused)
+            new.append(h)
+        x = h
+    return torch.addmm(self.fc_b, x, self.fc_w).float(), new
+
+# %% ../nbs/04_generation.ipynb #15e63a6a
 def _prime(model:CharModel, prime:str, num_samples:int):
     "Encode the prime text (naming unknown characters) and run it through the model; return its last logits and hidden state."
     check_arg(len(prime) > 0, "the prime text is empty; give at least one character to start from")
@@ -155,41 +168,48 @@ def _plain_steps(model, logits, hidden, out, noise_for, sel):
         lg, hidden = model(ids[:, None], hidden)
         logits = lg[:, -1].float()
 
-def _fast_steps(dec, logits, out, noise_for, sel):
+def _fast_steps(dec, logits, state, out, noise_for, sel):
     for i in range(out.shape[1]):
         ids = sel(logits, noise_for(i))
         out[:, i] = ids
-        logits = dec.step(ids)
+        logits, state = dec.step(ids, state)
 
-# %% ../nbs/04_generation.ipynb #218ebcfe
+# %% ../nbs/04_generation.ipynb #e98622e8
 class _GraphSteps:
-    "`chunk` decoding steps recorded as one CUDA graph (CUDA only)."
-    def __init__(self, dec:Decoder, logits:torch.Tensor, chunk:int, sel):
+    "`chunk` decoding steps recorded as one CUDA graph (CUDA only); the state lives in fixed tensors between replays."
+    def __init__(self, dec:Decoder, logits:torch.Tensor, state:list, chunk:int, sel):
         dev = logits.device
-        self.logits, self.chunk = logits.clone(), chunk
-        self.noise = torch.zeros(chunk, dec.B, logits.shape[-1], device=dev)
-        self.ids = torch.zeros(dec.B, chunk, dtype=torch.long, device=dev)
-        saved = (dec.h.clone(), None if dec.c is None else dec.c.clone())
+        self.logits = logits.clone()
+        self.state = [tuple(t.clone() for t in s) if isinstance(s, tuple) else s.clone() for s in state]
+        self.noise = torch.zeros(chunk, logits.shape[0], logits.shape[-1], device=dev)
+        self.ids = torch.zeros(logits.shape[0], chunk, dtype=torch.long, device=dev)
+        start = (self.logits.clone(), [tuple(t.clone() for t in s) if isinstance(s, tuple) else s.clone() for s in self.state])
         def run():
-            lg = self.logits
+            lg, st = self.logits, self.state
             for k in range(chunk):
-                ids = sel(lg, self.noise[k]); self.ids[:, k] = ids; lg = dec.step(ids)
-            self.logits.copy_(lg)
+                ids = sel(lg, self.noise[k]); self.ids[:, k] = ids
+                lg, st = dec.step(ids, st)
+            self.logits.copy_(lg)  # leave the last logits and state in the fixed tensors for the next replay
+            for dst, src in zip(self.state, st):
+                if isinstance(dst, tuple): dst[0].copy_(src[0]); dst[1].copy_(src[1])
+                else: dst.copy_(src)
         s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s): run()  # warm-up outside the graph
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph): run()
-        dec.h.copy_(saved[0])
-        if dec.c is not None: dec.c.copy_(saved[1])
-        self.logits.copy_(logits)
+        self.logits.copy_(start[0])  # the warm-up moved on: back to the start
+        for dst, src in zip(self.state, start[1]):
+            if isinstance(dst, tuple): dst[0].copy_(src[0]); dst[1].copy_(src[1])
+            else: dst.copy_(src)
 
     def __call__(self, noise:torch.Tensor) -> torch.Tensor:
-        self.noise[:len(noise)].copy_(noise)
+        "Replay `chunk` steps with this noise; return their ids, (B, chunk)."
+        self.noise.copy_(noise)
         self.graph.replay()
         return self.ids
 
-# %% ../nbs/04_generation.ipynb #ff92635a
+# %% ../nbs/04_generation.ipynb #337ce726
 @torch.inference_mode()
 def generate_ids(model:CharModel, # a trained model
                  prime:str, # the text to continue
@@ -221,20 +241,21 @@ def generate_ids(model:CharModel, # a trained model
         return buf['n'][i % chunk]
     try:
         if not fast: _plain_steps(model, logits, hidden, out, noise_for, sel); return out
-        dec = Decoder(model, num_samples); dec.load_hidden(hidden)
+        dec = Decoder(model)
+        state = dec.state_from(hidden)
         graph = None
         if dev.type == 'cuda' and size >= chunk and not greedy:
-            try: graph = _GraphSteps(dec, logits, chunk, sel)
+            try: graph = _GraphSteps(dec, logits, state, chunk, sel)
             except Exception as e:
                 warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); sampling without it")
-        if graph is None: _fast_steps(dec, logits, out, noise_for, sel); return out
+        if graph is None: _fast_steps(dec, logits, state, out, noise_for, sel); return out
         for start in range(0, size, chunk):
             n = min(chunk, size - start)
             out[:, start:start + n] = graph(gumbel_noise((chunk, num_samples, V), gen, dev))[:, :n]
         return out
     finally: model.train(was_training)
 
-# %% ../nbs/04_generation.ipynb #384d454a
+# %% ../nbs/04_generation.ipynb #6bccace2
 def generate_text(model:CharModel, # a trained model
                   size:int, # how many characters to generate
                   seed:str='The', # the prime text to continue (the lesson's name for it)

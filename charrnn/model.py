@@ -82,12 +82,12 @@ def num_params(model:nn.Module) -> int:
     "The number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-# %% ../nbs/02_model.ipynb #1885a0e7
+# %% ../nbs/02_model.ipynb #389d527a
 def bits_per_char(nats:float) -> float:
     "A loss in nats per character as bits per character."
     return nats / math.log(2)
 
-# %% ../nbs/02_model.ipynb #389d527a
+# %% ../nbs/02_model.ipynb #ff2a2533
 def get_device(spec:str|torch.device='auto', # 'auto' (a GPU if there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'
               ) -> torch.device:
     "The `torch.device` for `spec`; `ConfigError` if it is unknown or not available here."
@@ -111,7 +111,7 @@ def get_device(spec:str|torch.device='auto', # 'auto' (a GPU if there is one), '
         raise ConfigError(f"device 'mps' was asked for, but Apple's MPS is not available here; use --device cpu")
     return dev
 
-# %% ../nbs/02_model.ipynb #348e660b
+# %% ../nbs/02_model.ipynb #ad151f01
 FORMAT = 'charrnn'
 FORMAT_VERSION = 1
 
@@ -139,7 +139,7 @@ def atomic_write_bytes(path:str|Path, # the file to create or replace
         finally: os.close(dfd)
     except OSError: pass
 
-# %% ../nbs/02_model.ipynb #64009831
+# %% ../nbs/02_model.ipynb #8da9fbd5
 def _tensors_sha256(tensors:dict) -> str:
     h = hashlib.sha256()
     for k in sorted(tensors):
@@ -148,17 +148,22 @@ def _tensors_sha256(tensors:dict) -> str:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
+def _header_sha256(header:dict) -> str:
+    "A sha256 of a checkpoint's header entries (all but this checksum itself)."
+    return hashlib.sha256(json.dumps(sorted((k, v) for k, v in header.items() if k != 'header_sha256')).encode()).hexdigest()
+
 def write_checkpoint(path:str|Path, # the file to write (atomically)
                      tensors:dict, # name -> tensor
                      meta:dict, # name -> JSON-able value, stored in the header
                     ):
-    "Write `tensors` and `meta` as one safetensors file, with the format, version and a checksum in its header."
+    "Write `tensors` and `meta` as one safetensors file, with the format, version and checksums in its header."
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     header = {k: json.dumps(v) for k, v in meta.items()}
     header.update(format=FORMAT, format_version=str(FORMAT_VERSION), tensors_sha256=_tensors_sha256(tensors))
+    header['header_sha256'] = _header_sha256(header)
     atomic_write_bytes(path, st_save(tensors, metadata=header))
 
-# %% ../nbs/02_model.ipynb #ad151f01
+# %% ../nbs/02_model.ipynb #7f78aff7
 CHECKPOINT_NAMES = ('best.safetensors', 'latest.safetensors')
 
 def _checkpoint_file(path:Path) -> Path:
@@ -186,7 +191,7 @@ def _header(path:Path, data:bytes) -> dict:
     if not isinstance(header, dict): raise CheckpointError(f"{path} is not a charrnn checkpoint (unexpected header)")
     return header.get('__metadata__') or {}
 
-# %% ../nbs/02_model.ipynb #8da9fbd5
+# %% ../nbs/02_model.ipynb #ef1c7cee
 def read_checkpoint(path:str|Path, # a checkpoint file, or a run folder holding best.safetensors
                    ) -> tuple[dict, dict, Path]:
     "The tensors and header of a charrnn checkpoint, and the file read; `CheckpointError` says what is wrong with a bad one."
@@ -198,16 +203,18 @@ def read_checkpoint(path:str|Path, # a checkpoint file, or a run folder holding 
     if raw.get('format_version') != str(FORMAT_VERSION):
         raise CheckpointError(f"{path} uses checkpoint format version {raw.get('format_version')}, but this charrnn "
                               f"reads version {FORMAT_VERSION}; use the charrnn version that wrote it, or retrain")
+    if 'header_sha256' in raw and raw['header_sha256'] != _header_sha256(raw):
+        raise CheckpointError(f"{path} is corrupt: its header does not match the checksum in it")
     try: tensors = st_load(data)
     except Exception as e:
         raise CheckpointError(f"{path} is truncated or corrupt ({str(e).splitlines()[0][:80]})") from None
     if _tensors_sha256(tensors) != raw.get('tensors_sha256'):
         raise CheckpointError(f"{path} is corrupt: its tensors do not match the checksum in its header")
-    try: meta = {k: json.loads(v) for k, v in raw.items() if k not in ('format', 'format_version', 'tensors_sha256')}
+    try: meta = {k: json.loads(v) for k, v in raw.items() if k not in ('format', 'format_version', 'tensors_sha256', 'header_sha256')}
     except json.JSONDecodeError: raise CheckpointError(f"{path} is corrupt: its header does not parse") from None
     return tensors, meta, path
 
-# %% ../nbs/02_model.ipynb #7f78aff7
+# %% ../nbs/02_model.ipynb #12059671
 def save(model:CharModel, # the model to save
          path:str|Path, # the file to write, usually `*.safetensors`
          summary:dict|None=None, # facts about its training (step, val_loss, ...); default `model.summary`
@@ -222,7 +229,7 @@ def save(model:CharModel, # the model to save
     write_checkpoint(path, tensors, meta)
     return Path(path)
 
-# %% ../nbs/02_model.ipynb #ef1c7cee
+# %% ../nbs/02_model.ipynb #89c4d170
 def model_from_checkpoint(tensors:dict, meta:dict, path:Path|str='checkpoint',
                           device='cpu', # where to put the model
                          ) -> CharModel:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_training.ipynb #f326e5ff
 from __future__ import annotations
-import json, math, os, random, signal, sys, threading, time
+import io, json, math, os, random, signal, sys, threading, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
@@ -23,10 +23,10 @@ from .model import (CharModel, detach_hidden, num_params, bits_per_char, get_dev
                            model_from_checkpoint, write_checkpoint, atomic_write_bytes, CheckpointError)
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'RECIPES', 'TrainConfig', 'lr_at', 'bf16_supported', 'autocast_for', 'make_optimizer', 'evaluate',
-           'History', 'flatten_state', 'unflatten_state', 'rng_state', 'set_rng_state', 'seed_everything', 'Dist',
-           'init_distributed', 'TrainingDiverged', 'Trainer', 'stop_on_signals', 'prepare_text', 'recipe',
-           'fit_batch_to_text', 'saved_settings', 'train']
+__all__ = ['RUN_FILES', 'RESUMABLE', 'RECIPES', 'TrainConfig', 'lr_at', 'bf16_supported', 'autocast_for', 'make_optimizer',
+           'evaluate', 'History', 'flatten_state', 'unflatten_state', 'rng_state', 'set_rng_state', 'seed_everything',
+           'Dist', 'init_distributed', 'TrainingDiverged', 'Trainer', 'remove_temp_files', 'stop_on_signals',
+           'prepare_text', 'recipe', 'fit_batch_to_text', 'saved_settings', 'train']
 
 # %% ../nbs/03_training.ipynb #7e338d41
 @dataclass
@@ -232,9 +232,21 @@ class Dist:
     def any(self, flag:bool, device) -> bool:
         "True if `flag` is true in any process."
         if not self.enabled: return bool(flag)
-        t = torch.tensor([float(flag)], device=device)
+        return self.max(float(flag), device) > 0
+
+    def max(self, x:float, device) -> float:
+        "The largest of the processes' `x`."
+        if not self.enabled: return x
+        t = torch.tensor([x], device=device, dtype=torch.float64)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item())
+        return t.item()
+
+    def first(self, obj):
+        "The first of the processes' `obj` (any picklable value) that is not None, in rank order."
+        if not self.enabled: return obj
+        objs = [None] * self.world_size
+        torch.distributed.all_gather_object(objs, obj)
+        return next((o for o in objs if o is not None), None)
 
     def gather_rows(self, t:torch.Tensor, dim:int) -> torch.Tensor:
         "The tensors `t` of all processes, concatenated along `dim` in rank order."
@@ -262,7 +274,7 @@ def init_distributed(device='auto', # the device asked for; under torchrun a GPU
         torch.distributed.init_process_group(backend, rank=rank, world_size=world)
     return Dist(rank, world, local), dev
 
-# %% ../nbs/03_training.ipynb #4fe031b1
+# %% ../nbs/03_training.ipynb #8e7067b0
 class TrainingDiverged(CharrnnError, RuntimeError):
     "The loss became NaN or infinite."
 
@@ -310,7 +322,7 @@ class Trainer:
         "Ask `fit` to stop after the current step (writing `latest` first)."
         self._stop_request = reason
 
-# %% ../nbs/03_training.ipynb #76dc0035
+# %% ../nbs/03_training.ipynb #a71d0329
 @patch
 def total_steps(self:Trainer) -> int|None:
     "The step count at which the run ends, if it is set in steps or epochs."
@@ -325,7 +337,7 @@ def progress(self:Trainer) -> float:
     if self.cfg.time_limit: p.append(self.elapsed / self.cfg.time_limit)
     return max(p) if p else 0.
 
-# %% ../nbs/03_training.ipynb #a71d0329
+# %% ../nbs/03_training.ipynb #6ee1a11e
 @patch
 def train_step(self:Trainer, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
     "One step of truncated BPTT on the window `(x, y)`; returns the loss, still on the device."
@@ -342,7 +354,7 @@ def train_step(self:Trainer, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
     self.hidden = tuple(h.detach().float() for h in hidden) if isinstance(hidden, tuple) else hidden.detach().float()
     return loss.detach()
 
-# %% ../nbs/03_training.ipynb #5d256f16
+# %% ../nbs/03_training.ipynb #87ffb073
 @patch
 def summary(self:Trainer) -> dict:
     "Facts about the run, stored with every checkpoint."
@@ -392,7 +404,7 @@ def save_history(self:Trainer):
                 summary={k: v for k, v in self.summary().items() if k != 'history'})
     atomic_write_bytes(self.out/'history.json', json.dumps(data, indent=1).encode())
 
-# %% ../nbs/03_training.ipynb #5cef7346
+# %% ../nbs/03_training.ipynb #cb8e91f5
 @patch
 def describe(self:Trainer) -> str:
     "One line about the run, for plot titles."
@@ -413,11 +425,21 @@ def save_plot(self:Trainer):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 4))
     self.plot(ax=fig.subplots())
-    tmp = self.out/'.loss.png.tmp'
-    fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
-    os.replace(tmp, self.out/'loss.png')
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=110, bbox_inches='tight')
+    atomic_write_bytes(self.out/'loss.png', png.getvalue())
 
-# %% ../nbs/03_training.ipynb #4508755c
+# %% ../nbs/03_training.ipynb #446767fa
+RUN_FILES = ('best.safetensors', 'latest.safetensors', 'history.json', 'loss.png')
+
+def remove_temp_files(out:Path, # a run folder
+                     ) -> list:
+    "Delete the temporary files that a write cut short by SIGKILL or a power cut left in `out`; return their names."
+    stale = sorted(p for name in RUN_FILES for p in Path(out).glob(f'.{name}.*.tmp'))
+    for p in stale: p.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
+# %% ../nbs/03_training.ipynb #830190d3
 RESUMABLE = ('max_steps', 'epochs', 'time_limit', 'eval_every', 'log_every', 'ckpt_every', 'ckpt_seconds')
 
 @patch
@@ -460,11 +482,11 @@ def load_state(self:Trainer, path:str|Path, # a `latest.safetensors` (or a run f
     rng = state['rng']
     set_rng_state(rng)
     if 'torch_all' in rng and state['world_size'] == self.dist.world_size:
-        torch.set_rng_state(rng['torch_all'][self.dist.rank].cpu())
+        torch.set_rng_state(rng['torch_all'][self.dist.rank].clone())  # a copy: a row view (storage offset) crashes torch
     elif self.dist.enabled: torch.manual_seed(self.cfg.seed + 7919 * self.step + self.dist.rank)
     return self
 
-# %% ../nbs/03_training.ipynb #c8e5c5a4
+# %% ../nbs/03_training.ipynb #86aff367
 @contextmanager
 def stop_on_signals(trainer:Trainer, signals=(signal.SIGINT, signal.SIGTERM)):
     "While inside, SIGINT and SIGTERM ask `trainer` to stop after the current step (a second SIGINT interrupts at once)."
@@ -477,32 +499,42 @@ def stop_on_signals(trainer:Trainer, signals=(signal.SIGINT, signal.SIGTERM)):
     finally:
         for s, h in old.items(): signal.signal(s, h)
 
-# %% ../nbs/03_training.ipynb #901002df
+# %% ../nbs/03_training.ipynb #69bbbb10
 @patch
 def _flush_losses(self:Trainer):
-    "Read the pending step losses back from the device; handle NaN."
+    "Read the pending step losses back from the device; handle NaN (in the losses or in the weights)."
     if not self._pending: return True
     losses = torch.stack(self._pending).float()
     if self.dist.enabled: self.dist.all_reduce_sum(losses); losses /= self.dist.world_size
+    # a step whose loss was finite can still leave infinite weights, which the next checkpoint would keep
+    weights_ok = bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
     losses = losses.tolist()
     self._pending = []
-    if all(math.isfinite(l) for l in losses):
+    if weights_ok and all(math.isfinite(l) for l in losses):
         self.history.train_loss.extend(losses); return True
-    bad = self.step - len(losses) + next(i for i, l in enumerate(losses) if not math.isfinite(l)) + 1
+    i = next((i for i, l in enumerate(losses) if not math.isfinite(l)), len(losses) - 1)
+    what = f"loss became {losses[i]}" if not math.isfinite(losses[i]) else "weights became NaN or infinite"
+    return self._diverged(self.step - len(losses) + i + 1, what)
+
+@patch
+def _diverged(self:Trainer, step:int, what:str, rollback:bool=True) -> bool:
+    "Roll back to the last checkpoint at half the learning rate, the first time (returns False); then raise `TrainingDiverged`."
     latest = self.out/'latest.safetensors' if self.out is not None else None
-    if self.lr_scale == 1. and latest is not None and latest.exists():
-        self.log(f"loss became {losses[bad - self.step + len(losses) - 1]} at step {bad}: rolling back to the last "
-                 f"checkpoint and halving the learning rate (lr now {self.cfg.lr / 2:g})")
+    if rollback and self.lr_scale == 1. and latest is not None and latest.exists():
+        self.log(f"{what} at step {step}: rolling back to the last checkpoint and halving the learning rate "
+                 f"(lr now {self.cfg.lr / 2:g})")
         self.load_state(latest)
         self.lr_scale = 0.5
         return False
-    where = f"; the last good checkpoint is kept in {self.out}" if self.out is not None else ''
-    raise TrainingDiverged(f"training diverged: the loss became NaN or infinite at step {bad}{where}; "
+    where = ('' if latest is None else f"; the last good checkpoint is kept in {self.out}" if latest.exists()
+             else "; no checkpoint had been written yet")
+    raise TrainingDiverged(f"training diverged: the {what} at step {step}{where}; "
                            f"lower the learning rate (now {self.cfg.lr * self.lr_scale:g}) and try again")
 
 @patch
 def _validate(self:Trainer):
     val = evaluate(self.model, self.eval_data, self.cfg.precision, self.dist)
+    if not math.isfinite(val): self._diverged(self.step, f"validation loss became {val}", rollback=False)
     since = [e['step'] for e in self.history.evals]
     recent = self.history.train_loss[since[-1] if since else 0:]
     rec = dict(step=self.step, val_loss=val, train_loss=float(np.mean(recent)) if recent else None,
@@ -516,13 +548,15 @@ def _validate(self:Trainer):
              f" | val {val:.4f} nats ({bits_per_char(val):.3f} bits/char) | {self.elapsed:6.1f} s")
     return val
 
-# %% ../nbs/03_training.ipynb #830190d3
+# %% ../nbs/03_training.ipynb #b71abcb8
 @patch
 def fit(self:Trainer) -> History:
     "Train until `max_steps`, `epochs` or `time_limit` (or a signal); validate, checkpoint, and return the history."
     cfg, total = self.cfg, self.total_steps()
     check_arg(total or cfg.time_limit, "set max_steps, epochs or time_limit: the run needs an end")
-    if self.out is not None and self.dist.is_main: self.out.mkdir(parents=True, exist_ok=True)
+    if self.out is not None and self.dist.is_main:
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.out)   # what a killed run's last write left
     batcher = self._batcher(self.epoch)
     ckpt_every = cfg.ckpt_every or cfg.eval_every
     self.net.train()
@@ -540,10 +574,17 @@ def fit(self:Trainer) -> History:
             x, y = batcher[self.window]
             self._pending.append(self.train_step(x, y))
             self.step, self.window = self.step + 1, self.window + 1
-            self.elapsed = elapsed0 + time.perf_counter() - t_start
+            now = elapsed0 + time.perf_counter() - t_start
+            # with several processes the clock moves only at logging points, to a time they agree on: the learning
+            # rate of a time-limited run depends on it, and every process must take the same optimizer step
+            if not self.dist.enabled: self.elapsed = now
             done = total is not None and self.step >= total
-            if not (done or self.step % cfg.log_every == 0): continue
+            # validation and checkpoint steps are logging points too, so --eval-every 5 validates at 5, 10, ...
+            # and so is the step a signal interrupted, in a single process (several stop at the next logging point)
+            if not (done or self.step % cfg.log_every == 0 or self.step % cfg.eval_every == 0
+                    or self.step % ckpt_every == 0 or (self._stop_request is not None and not self.dist.enabled)): continue
             # a logging point: the only place the loop waits for the device
+            if self.dist.enabled: self.elapsed = self.dist.max(now, self.device)
             if not self._flush_losses():   # diverged and rolled back: the clock goes on from here
                 batcher, elapsed0, t_start = self._batcher(self.epoch), self.elapsed, time.perf_counter()
                 continue
@@ -557,15 +598,17 @@ def fit(self:Trainer) -> History:
                 t = time.perf_counter(); self._validate(); eval_cost = time.perf_counter() - t
             if self.dist.any(self.step % ckpt_every == 0 or time.perf_counter() - last_ckpt > cfg.ckpt_seconds, self.device):
                 self.save_latest(); last_ckpt = time.perf_counter()
-    if bar is not None: bar.on_iter_end()
-    self.stop_reason = self._stop_request or ('time limit' if not done and cfg.time_limit else 'done')
-    if not self.history.evals or self.history.evals[-1]['step'] != self.step: self._validate()
-    self.save_latest()
-    self.save_plot()
+        # still under the signal handlers: another SIGTERM while the last checkpoint is written changes nothing
+        if bar is not None: bar.on_iter_end()
+        if stop: self._stop_request = self.dist.first(self._stop_request)  # a signal may reach only some processes
+        self.stop_reason = self._stop_request or ('time limit' if not done and cfg.time_limit else 'done')
+        if not self.history.evals or self.history.evals[-1]['step'] != self.step: self._validate()
+        self.save_latest()
+        self.save_plot()
     self._stop_request = None
     return self.history
 
-# %% ../nbs/03_training.ipynb #86aff367
+# %% ../nbs/03_training.ipynb #f85df3c5
 def prepare_text(text:str|Path, # a path to a UTF-8 text file, or the name 'tinyshakespeare'
                  val_frac:float=0.1, # the fraction held out at the end for validation
                 ):
@@ -578,7 +621,7 @@ def prepare_text(text:str|Path, # a path to a UTF-8 text file, or the name 'tiny
                   sha256=file_sha256(path), chars=len(s), vocab_size=len(vocab))
     return vocab, train_ids, val_ids, corpus
 
-# %% ../nbs/03_training.ipynb #586b3f54
+# %% ../nbs/03_training.ipynb #6b148496
 RECIPES = {
     'cpu':  dict(model=dict(num_hidden=512, num_layers=2, drop_prob=0.1, emb_dim=None),
                  train=dict(batch_size=32, seq_len=100, lr=3e-3, time_limit=180, eval_every=200)),
@@ -591,7 +634,7 @@ def recipe(device:torch.device) -> dict:
     r = RECIPES['cuda' if device.type == 'cuda' else 'cpu']
     return dict(model=dict(r['model']), train=dict(r['train']))
 
-# %% ../nbs/03_training.ipynb #9aabdbf5
+# %% ../nbs/03_training.ipynb #02a2eeb1
 _MODEL_KEYS = ('num_hidden', 'num_layers', 'drop_prob', 'cell', 'emb_dim')
 
 def fit_batch_to_text(cfg:TrainConfig, # settings to adjust in place
@@ -616,7 +659,9 @@ def saved_settings(out:Path) -> dict:
 def _check_out(out:Path, resume:bool):
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
-    has_run = out.is_dir() and any((out/n).exists() for n in ('best.safetensors', 'latest.safetensors'))
+    # a run to continue is one with a latest checkpoint: a best.safetensors alone is what a run stopped before its
+    # first checkpoint leaves, and there is nothing in it to resume
+    has_run = (out/'latest.safetensors').exists()
     if resume and not (out/'latest.safetensors').exists():
         raise ConfigError(f"nothing to resume in {out}: no latest.safetensors there; start without --resume")
     if has_run and not resume:

@@ -1,0 +1,53 @@
+"""Shared helpers for the benchmark scripts: machine info, the lesson baseline, output as JSON lines and a table."""
+import json, os, platform, subprocess, sys, time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent/'shared'
+BASELINE = SHARED/'bench'/'lesson_baseline.py'
+CORPUS = SHARED/'data'/'tinyshakespeare.txt'
+
+
+def machine() -> dict:
+    "What the figures were measured on."
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
+    except OSError: pass
+    info = dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                python=platform.python_version())
+    try: info['cpu_bf16'] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception: info['cpu_bf16'] = False
+    if torch.cuda.is_available(): info['gpu'] = torch.cuda.get_device_name(0)
+    return info
+
+
+def emit(record:dict):
+    "Print one figure as a JSON line."
+    print(json.dumps(record), flush=True)
+
+
+def table(rows:list, cols:list) -> str:
+    "A markdown table of `rows` (dicts) with columns `cols`."
+    fmt = lambda v: f'{v:,.0f}' if isinstance(v, (int, float)) and abs(v) >= 100 else (f'{v:.3f}' if isinstance(v, float) else str(v))
+    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    lines += ['| ' + ' | '.join(fmt(r.get(c, '')) for c in cols) + ' |' for r in rows]
+    return '\n'.join(lines)
+
+
+def run_baseline(text=CORPUS, steps:int=10, gen:int=300, gpu:bool=False) -> dict:
+    "Run the original lesson's code (shared/bench/lesson_baseline.py) in a subprocess; return its JSON."
+    if not BASELINE.exists(): raise SystemExit(f'baseline not found: {BASELINE} (shared/ must sit beside the repo)')
+    cmd = [sys.executable, str(BASELINE), str(text), '--steps', str(steps), '--gen', str(gen)] + (['--gpu'] if gpu else [])
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    res['wall_s'] = round(time.perf_counter() - t, 1)
+    return res
+
+
+def sync(device):
+    if torch.device(device).type == 'cuda': torch.cuda.synchronize()
