@@ -1,0 +1,396 @@
+"""The `charrnn` command, run for real in subprocesses (issue 3).
+
+Bad input: every case in issue 3's list gives exit status 2 and exactly one line on stderr,
+`charrnn train: error: ...` or `charrnn generate: error: ...`, with no traceback; `generate` prints nothing on
+stdout; and a run folder that already exists keeps every file byte for byte (a failed run never overwrites or
+deletes a checkpoint). Happy paths: train -> generate from the checkpoint and from the run folder; seeds;
+several samples; the bundled model with no network; `python -m charrnn` and `python -m charrnn.cli`; resume;
+`--help`; the tinyshakespeare download against a local HTTP server (cache, checksum, dead server).
+
+Models are tiny (a 1×32 LSTM, batches of 4×16, a few steps) and one run folder is trained once per session.
+Fixtures are in conftest.py.
+"""
+from __future__ import annotations
+
+import hashlib, http.server, json, re, socket, threading
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, TRAIN_STEPS, TINY_SHAKESPEARE, assert_user_error, checkpoint_summary, snapshot
+
+TS_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
+SHORT = [*TINY, '--max-steps', '2', '--eval-every', '2']  # a tiny run of 2 steps
+SHORT_TS = [*SHORT, '--val-frac', '0.01']  # the same on tiny Shakespeare, validating on 11k characters only
+
+
+def write(path:Path, data:bytes|str) -> Path:
+    path.write_bytes(data.encode('utf-8') if isinstance(data, str) else data)
+    return path
+
+
+def checkpoints(folder:Path) -> list:
+    return sorted(p.name for p in Path(folder).glob('*.safetensors')) if Path(folder).exists() else []
+
+
+# ------------------------------------------------------------------ train: bad text
+
+def bad_text(kind:str, d:Path, corpus:Path) -> Path:
+    "A text argument that cannot be trained on."
+    if kind == 'missing': return d/'no_such_file.txt'
+    if kind == 'directory': (d/'a_folder').mkdir(); return d/'a_folder'
+    if kind == 'empty': return write(d/'empty.txt', b'')
+    if kind == 'binary': return write(d/'model.bin', bytes(range(256)) * 64)
+    if kind == 'latin1': return write(d/'latin1.txt', 'Caf\xe9 cr\xe8me br\xfbl\xe9e\n'.encode('latin-1') * 200)
+    raise ValueError(kind)
+
+BAD_TEXT = {  # kind -> words the one-line error must contain
+    'missing': ['no_such_file.txt', 'no such file'],
+    'directory': ['a_folder', 'directory'],
+    'empty': ['empty.txt', 'empty'],
+    'binary': ['model.bin', 'binary'],
+    'latin1': ['latin1.txt', 'not UTF-8'],
+}
+
+@pytest.mark.parametrize('kind', BAD_TEXT)
+def test_train_bad_text(run_cli, corpus, tmp_path, kind):
+    out = tmp_path/'run'
+    r = run_cli('train', bad_text(kind, tmp_path, corpus), '--out', out, *SHORT)
+    assert_user_error(r, 'train', *BAD_TEXT[kind])
+    assert not checkpoints(out)
+
+
+def short_text(tmp_path:Path, corpus:Path, n:int) -> Path:
+    return write(tmp_path/'short.txt', corpus.read_text()[:n])
+
+def test_train_text_shorter_than_a_batch_explicit_sizes(run_cli, corpus, tmp_path):
+    "The user chose --batch-size and --seq-len: they are kept, and the error says what fits."
+    out = tmp_path/'run'
+    r = run_cli('train', short_text(tmp_path, corpus, 1000), '--out', out, '--hidden', 32, '--layers', 1,
+                '--batch-size', 64, '--seq-len', 100, '--max-steps', 2)
+    line = assert_user_error(r, 'train', 'too few', '64', '100')
+    # it says how much text is needed, or which batch size fits: 900 training characters fit 8 streams of 100
+    assert re.search(r'at least [\d,]+|at most 8', line), r
+    assert not checkpoints(out)
+
+def test_train_text_shorter_than_a_batch_default_sizes(run_cli, corpus, tmp_path):
+    "Sizes left to the recipe shrink to fit a short text, and a note says so."
+    out = tmp_path/'run'
+    r = run_cli('train', short_text(tmp_path, corpus, 1000), '--out', out, '--hidden', 32, '--layers', 1,
+                '--max-steps', 2, '--eval-every', 2)
+    assert r.returncode == 0, r
+    assert 'Traceback' not in r.stderr, r
+    note = [l for l in (r.stdout + r.stderr).splitlines() if l.lower().startswith('note')]
+    assert len(note) == 1 and 'batch size' in note[0] and 'too few' in note[0], r
+    assert checkpoints(out) == ['best.safetensors', 'latest.safetensors']
+    cfg = checkpoint_summary(out/'latest.safetensors')['train_config']
+    assert cfg['batch_size'] * cfg['seq_len'] + 1 <= 900 and f"batch size {cfg['batch_size']}" in note[0], (cfg, note)
+
+
+# ------------------------------------------------------------------ train: bad settings
+
+BAD_SETTINGS = [  # arguments -> words the error must contain
+    (['--hidden', '0'], ['--hidden', '0']),
+    (['--layers', '-1'], ['--layers', '-1']),
+    (['--lr', '0'], ['lr', '0']),
+    (['--lr', '-1'], ['lr', '-1']),
+    (['--seq-len', '0'], ['--seq-len', '0']),
+    (['--batch-size', '0'], ['--batch-size', '0']),
+    (['--dropout', '1.5'], ['dropout', '1.5']),
+    (['--max-steps', '0'], ['--max-steps', '0']),
+    (['--time-limit', '-5'], ['--time-limit', '-5']),
+    (['--hidden', 'big'], ['--hidden', 'big']),   # argparse's own error, in the same one-line form
+]
+
+@pytest.mark.parametrize('args,needles', BAD_SETTINGS, ids=[' '.join(a) for a, _ in BAD_SETTINGS])
+def test_train_bad_setting(run_cli, corpus, tmp_path, args, needles):
+    out = tmp_path/'run'
+    defaults = [*TINY, '--max-steps', '2']
+    defaults = [a for i, a in enumerate(defaults) if a != args[0] and (i == 0 or defaults[i-1] != args[0])]
+    r = run_cli('train', corpus, '--out', out, *defaults, *args)
+    assert_user_error(r, 'train', *needles)
+    assert not checkpoints(out)
+
+def no_cuda() -> bool:
+    import torch
+    return not torch.cuda.is_available()
+
+def test_cuda_where_there_is_none(run_cli, corpus, tmp_path):
+    if not no_cuda(): pytest.skip('this machine has a CUDA GPU')
+    r = run_cli('train', corpus, '--out', tmp_path/'run', *SHORT, '--device', 'cuda')
+    assert_user_error(r, 'train', 'cuda', 'cpu')
+    assert not checkpoints(tmp_path/'run')
+
+
+# ------------------------------------------------------------------ train: the run folder
+
+def test_out_is_a_file(run_cli, corpus, tmp_path):
+    f = write(tmp_path/'notes.txt', 'my notes\n')
+    assert_user_error(run_cli('train', corpus, '--out', f, *SHORT), 'train', 'notes.txt', 'file')
+    assert f.read_text() == 'my notes\n'
+
+def test_resume_with_nothing_to_resume(run_cli, corpus, tmp_path):
+    empty = tmp_path/'empty_run'
+    empty.mkdir()
+    assert_user_error(run_cli('train', corpus, '--out', empty, *SHORT, '--resume'), 'train', 'nothing to resume', 'empty_run')
+    assert list(empty.iterdir()) == []
+
+def test_out_holds_a_run_without_resume(run_cli, corpus, run_copy):
+    before = snapshot(run_copy)
+    assert_user_error(run_cli('train', corpus, '--out', run_copy, *SHORT), 'train', '--resume')
+    assert snapshot(run_copy) == before
+
+def other_corpus(tmp_path:Path) -> Path:
+    return write(tmp_path/'other.txt', 'zzz ZZZ 0123456789 ~~~ @@@ ### $$$\n' * 200)
+
+FAILED_RESUMES = {  # a bad --resume of an existing run: the error, and the run folder untouched
+    'other text': lambda d, corpus: [other_corpus(d)],
+    'other model': lambda d, corpus: [corpus, '--hidden', '48'],
+}
+
+@pytest.mark.parametrize('case', FAILED_RESUMES)
+def test_failed_resume_leaves_the_run_alone(run_cli, corpus, run_copy, tmp_path, case):
+    before = snapshot(run_copy)
+    text, *args = FAILED_RESUMES[case](tmp_path, corpus)
+    r = run_cli('train', text, '--out', run_copy, '--resume', '--max-steps', 2 * TRAIN_STEPS, *args)
+    assert_user_error(r, 'train')
+    assert snapshot(run_copy) == before
+
+
+# ------------------------------------------------------------------ train: happy paths
+
+def test_train_writes_a_run_folder(trained):
+    out, r = trained
+    assert {'best.safetensors', 'latest.safetensors', 'history.json', 'loss.png'} <= {p.name for p in out.iterdir()}
+    assert (out/'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    hist = json.loads((out/'history.json').read_text())
+    # --eval-every 5 over 10 steps: validations at steps 5 and 10, each printed in nats and bits/char
+    assert [e['step'] for e in hist['evals']] == [5, 10], hist['evals']
+    val_lines = [l for l in r.stdout.splitlines() if l.startswith('step') and 'val' in l and 'bits/char' in l]
+    assert len(val_lines) == 2, r
+    last = r.stdout.strip().splitlines()[-1]
+    best = min(e['val_loss'] for e in hist['evals'])
+    assert str(out/'best.safetensors') in last and f'{best:.4f}' in last and 'bits/char' in last, r
+    assert checkpoint_summary(out/'latest.safetensors')['step'] == TRAIN_STEPS
+
+def test_resume_continues_from_the_saved_step(run_cli, corpus, run_copy):
+    from safetensors.numpy import load_file
+    first = load_file(str(run_copy/'latest.safetensors'))['state.train_loss']
+    first_evals = json.loads((run_copy/'history.json').read_text())['evals']
+    assert len(first) == TRAIN_STEPS
+    r = run_cli('train', corpus, '--out', run_copy, '--resume', '--max-steps', 2 * TRAIN_STEPS)
+    assert r.returncode == 0, r
+    assert f'resuming at step {TRAIN_STEPS}' in r.stdout, r
+    hist = json.loads((run_copy/'history.json').read_text())
+    assert hist['summary']['step'] == 2 * TRAIN_STEPS
+    assert hist['evals'][:len(first_evals)] == first_evals and hist['evals'][-1]['step'] == 2 * TRAIN_STEPS
+    assert checkpoint_summary(run_copy/'latest.safetensors')['step'] == 2 * TRAIN_STEPS
+    losses = load_file(str(run_copy/'latest.safetensors'))['state.train_loss']
+    assert len(losses) == 2 * TRAIN_STEPS and (losses[:TRAIN_STEPS] == first).all()
+    # with no size flags, the resumed run keeps the run's own settings (not the device's recipe)
+    assert checkpoint_summary(run_copy/'latest.safetensors')['train_config']['batch_size'] == 4
+
+
+# ------------------------------------------------------------------ generate: bad input
+
+BAD_SAMPLING = [
+    (['--length', '-1'], ['length', '-1']),
+    (['--num-samples', '0'], ['samples', '0']),
+    (['--top-p', '0'], ['top-p', '0']),
+    (['--top-p', '1.5'], ['top-p', '1.5']),
+    (['--temperature', '-0.5'], ['temperature', '-0.5']),
+    (['--device', 'tpu'], ['tpu']),
+]
+
+@pytest.mark.parametrize('args,needles', BAD_SAMPLING, ids=[' '.join(a) for a, _ in BAD_SAMPLING])
+def test_generate_bad_setting(run_cli, trained_run, args, needles):
+    before = snapshot(trained_run)
+    assert_user_error(run_cli('generate', trained_run, '--length', 20, *args), 'generate', *needles)
+    assert snapshot(trained_run) == before
+
+def test_generate_prime_with_unseen_characters(run_cli, trained_run):
+    before = snapshot(trained_run)
+    r = run_cli('generate', trained_run, '--prime', 'ROMEO: \u2603 costs 5\u20ac', '--length', 20)
+    assert_user_error(r, 'generate', 'U+2603', 'U+20AC', 'prime')
+    assert snapshot(trained_run) == before
+
+
+def version_bumped(src:Path, dest:Path) -> Path:
+    "A copy of checkpoint `src` whose header says it is format version 999."
+    data = src.read_bytes()
+    n = int.from_bytes(data[:8], 'little')
+    header = json.loads(data[8:8 + n])
+    assert header['__metadata__']['format_version'] == '1'
+    header['__metadata__']['format_version'] = '999'
+    h = json.dumps(header, separators=(',', ':')).encode()
+    h += b' ' * (-len(h) % 8)
+    return write(dest, len(h).to_bytes(8, 'little') + h + data[8 + n:])
+
+def bad_checkpoint(kind:str, d:Path, run:Path) -> Path:
+    best = (run/'best.safetensors').read_bytes()
+    if kind == 'missing': return d/'gone.safetensors'
+    if kind == 'truncated': return write(d/'cut.safetensors', best[:len(best) // 2])
+    if kind == 'corrupt':
+        data = bytearray(best); data[-100] ^= 0xFF
+        return write(d/'flipped.safetensors', bytes(data))
+    if kind == 'text': return write(d/'notes.txt', 'ROMEO: these are not weights\n' * 20)
+    if kind == 'pickle':
+        import torch
+        torch.save({'weights': torch.zeros(3, 3)}, d/'model.pt'); return d/'model.pt'
+    if kind == 'version': return version_bumped(run/'best.safetensors', d/'future.safetensors')
+    raise ValueError(kind)
+
+BAD_CHECKPOINTS = {
+    'missing': ['gone.safetensors', 'no such'],
+    'truncated': ['cut.safetensors', 'truncated'],
+    'corrupt': ['flipped.safetensors', 'corrupt'],
+    'text': ['notes.txt', 'not a charrnn checkpoint'],
+    'pickle': ['model.pt', 'pickle'],
+    'version': ['future.safetensors', 'version 999'],
+}
+
+@pytest.mark.parametrize('kind', BAD_CHECKPOINTS)
+def test_generate_bad_checkpoint(run_cli, trained_run, tmp_path, kind):
+    path = bad_checkpoint(kind, tmp_path, trained_run)
+    before = path.read_bytes() if path.is_file() else None
+    assert_user_error(run_cli('generate', path, '--length', 20, '--seed', 1), 'generate', *BAD_CHECKPOINTS[kind])
+    if before is not None: assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------------ generate: happy paths
+
+def test_generate_from_checkpoint_and_folder_with_seeds(run_cli, trained_run):
+    L, prime = 200, 'ROMEO:'
+    a = run_cli('generate', trained_run/'best.safetensors', '--prime', prime, '--length', L, '--seed', 1)
+    assert a.returncode == 0 and 'Traceback' not in a.stderr, a
+    assert a.stdout.startswith(prime) and a.stdout.endswith('\n') and len(a.stdout) == len(prime) + L + 1, a
+    # the same seed in another process gives the same text (and a run folder means its best.safetensors)
+    folder = run_cli('generate', trained_run, '--prime', prime, '--length', L, '--seed', 1)
+    assert folder.returncode == 0 and folder.stdout == a.stdout, folder
+    other = run_cli('generate', trained_run/'best.safetensors', '--prime', prime, '--length', L, '--seed', 2)
+    assert other.returncode == 0 and other.stdout != a.stdout and len(other.stdout) == len(a.stdout), other
+
+def test_generate_num_samples(run_cli, trained_run):
+    L, prime = 60, 'ROMEO:'
+    r = run_cli('generate', trained_run, '--prime', prime, '--length', L, '--num-samples', 3, '--seed', 4)
+    assert r.returncode == 0, r
+    n = len(prime) + L
+    assert len(r.stdout) == 3 * n + 2 * 2 + 1, r  # three samples, separated by blank lines
+    samples = [r.stdout[i * (n + 2): i * (n + 2) + n] for i in range(3)]
+    assert all(s.startswith(prime) for s in samples), samples
+    assert r.stdout[n:n + 2] == r.stdout[2 * n + 2:2 * n + 4] == '\n\n', r
+    assert len(set(samples)) == 3, 'independent samples should differ'
+
+def test_the_tests_have_no_network(run_cli):
+    r = run_cli(exe=['python', '-c', "import urllib.request; urllib.request.urlopen('http://example.com', timeout=5)"])
+    assert r.returncode != 0 and 'blocked by the charrnn tests' in r.stderr, r
+
+def test_generate_with_the_bundled_model_offline(run_cli):
+    r = run_cli('generate', '--prime', 'ROMEO:', '--seed', 1, '--length', 300, env={'CHARRNN_DATA': None})
+    assert r.returncode == 0 and 'Traceback' not in r.stderr, r
+    assert r.stdout.startswith('ROMEO:') and len(r.stdout) == len('ROMEO:') + 300 + 1, r
+    assert len(set(r.stdout)) > 15, 'that is not text'
+
+
+@pytest.fixture(scope='module')
+def console_reference(run_cli, trained):
+    "A generate command and what the console script prints for it, to compare the module entry points with."
+    good = ['generate', trained[0], '--length', 80, '--seed', 5]
+    return good, run_cli(*good)
+
+def test_generate_without_prime_prints_only_new_text(console_reference):
+    _, ref = console_reference
+    assert ref.returncode == 0 and len(ref.stdout) == 80 + 1, ref
+
+@pytest.mark.parametrize('module', ['charrnn', 'charrnn.cli'])
+def test_python_dash_m(run_cli, console_reference, trained_run, module):
+    good, ref = console_reference
+    r = run_cli(*good, module=module)
+    assert (r.returncode, r.stdout, r.stderr) == (ref.returncode, ref.stdout, ref.stderr), r
+    assert_user_error(run_cli('generate', trained_run, '--top-p', '0', module=module), 'generate', 'top-p')
+
+
+HELP = {
+    'train': {'--out': 'the run', '--hidden': 'units per recurrent layer', '--seq-len': 'characters per window',
+              '--batch-size': 'streams per batch', '--max-steps': 'stop after this many steps',
+              '--time-limit': 'seconds', '--eval-every': 'steps between validations', '--val-frac': 'held out',
+              '--device': 'cuda:N', '--resume': 'latest checkpoint', '--lr': 'learning rate', '--dropout': 'dropout'},
+    'generate': {'--prime': 'text to continue', '--length': 'characters to generate', '--top-k': 'most likely',
+                 '--top-p': 'probability', '--num-samples': 'independent samples', '--temperature': 'greedy',
+                 '--seed': 'same text'},
+}
+
+@pytest.mark.parametrize('cmd', HELP)
+def test_help(run_cli, cmd):
+    r = run_cli(cmd, '--help')
+    assert r.returncode == 0 and r.stdout.startswith(f'usage: charrnn {cmd}'), r
+    text = ' '.join(r.stdout.split())
+    for flag, words in HELP[cmd].items():
+        assert re.search(rf'{re.escape(flag)}\b', text), f'{flag} missing from --help\n{r.stdout}'
+        assert words in text, f'the help text of {flag} ({words!r}) is missing\n{r.stdout}'
+    assert not re.findall(r'--\w+_\w+', r.stdout), f'flags must be hyphenated\n{r.stdout}'
+
+
+# ------------------------------------------------------------------ downloading tinyshakespeare
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        body = self.server.files.get(self.path)
+        if body is None: self.send_error(404); return
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/plain; charset=utf-8'); self.send_header('Content-Length', str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+
+@pytest.fixture(scope='module')
+def server():
+    "A local HTTP server: /input.txt is tiny Shakespeare, /corrupt.txt a copy with one byte changed, anything else 404."
+    good = TINY_SHAKESPEARE.read_bytes()
+    assert hashlib.sha256(good).hexdigest() == TS_SHA256
+    bad = bytearray(good); bad[len(bad) // 2] = ord('#') if bad[len(bad) // 2] != ord('#') else ord('%')
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+    srv.files, srv.requests = {'/input.txt': good, '/corrupt.txt': bytes(bad)}, []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv, f'http://127.0.0.1:{srv.server_address[1]}'
+    srv.shutdown(); srv.server_close()
+
+def download_env(cache:Path, url:str) -> dict:
+    return {'CHARRNN_DATA': None, 'CHARRNN_CACHE': cache, 'CHARRNN_TINYSHAKESPEARE_URL': url}
+
+def test_download_then_cache(run_cli, server, cache_dir, tmp_path):
+    srv, base = server
+    srv.requests.clear()
+    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run1', *SHORT_TS, env=download_env(cache_dir, f'{base}/input.txt'))
+    assert r.returncode == 0, r
+    assert srv.requests == ['/input.txt']
+    assert [p.name for p in cache_dir.iterdir()] == ['tinyshakespeare.txt']
+    assert (cache_dir/'tinyshakespeare.txt').read_bytes() == TINY_SHAKESPEARE.read_bytes()
+    corpus = checkpoint_summary(tmp_path/'run1'/'best.safetensors')['corpus']
+    assert corpus['sha256'] == TS_SHA256 and corpus['name'] == 'tinyshakespeare'
+    # the server now answers 404: the checked copy in the cache is used, and nothing is fetched
+    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run2', *SHORT_TS, env=download_env(cache_dir, f'{base}/gone.txt'))
+    assert r.returncode == 0, r
+    assert srv.requests == ['/input.txt']
+    assert [p.name for p in cache_dir.iterdir()] == ['tinyshakespeare.txt']
+
+def test_download_with_wrong_checksum_keeps_nothing(run_cli, server, cache_dir, tmp_path):
+    srv, base = server
+    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run', *SHORT_TS, env=download_env(cache_dir, f'{base}/corrupt.txt'))
+    assert_user_error(r, 'train', 'sha256', 'corrupt.txt')
+    assert list(cache_dir.iterdir()) == [], 'a download that fails its checksum must leave nothing in the cache'
+    assert not checkpoints(tmp_path/'run')
+
+def test_download_404(run_cli, server, cache_dir, tmp_path):
+    srv, base = server
+    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run', *SHORT_TS, env=download_env(cache_dir, f'{base}/gone.txt'))
+    assert_user_error(r, 'train', f'{base}/gone.txt', 'not found')
+    assert list(cache_dir.iterdir()) == []
+
+def test_download_from_a_dead_server(run_cli, cache_dir, tmp_path):
+    with socket.socket() as s:  # a port that was free a moment ago and has no listener
+        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    url = f'http://127.0.0.1:{port}/input.txt'
+    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run', *SHORT_TS, env=download_env(cache_dir, url))
+    assert_user_error(r, 'train', url, 'could not download')
+    assert list(cache_dir.iterdir()) == []
