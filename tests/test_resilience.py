@@ -1,0 +1,718 @@
+"""Nothing lost (issue 5): crash-safe checkpoints, exact resume, safe loading and the divergence guard.
+
+What a user sees goes through the real command (`python -m charrnn ...` in a subprocess: signals, exit statuses,
+messages); faults that have to be injected (a NaN, an out-of-memory error, a full disk, an interrupt in the middle of
+a write) go through the Python API or `charrnn.cli.main` in this process. Checked here:
+
+- exact resume: a run stopped part-way (SIGTERM, SIGINT, or `Trainer.request_stop`) and resumed ends with the same
+  weights, optimizer state, hidden state and RNG states as a run that never stopped, bit for bit, and the same loss at
+  every step; also when the stop falls on an epoch boundary;
+- SIGTERM and SIGINT: the step finishes, `latest.safetensors` is written at the step the message names, exit status
+  128 + signal, a message that says how to resume (and that command works); a second signal while the last
+  checkpoint is written does not damage anything;
+- safe loading: pickles crafted to create a file, saved as `evil.safetensors`, `evil.pt` (both torch.save formats)
+  and as a run folder's `latest.safetensors`, are refused by `load`, `charrnn generate` and `charrnn train --resume`
+  with a clear error, and the file never appears;
+- damaged checkpoints: truncated at many lengths, zero bytes, zeroed, a flipped byte in the tensor data, in the
+  header JSON (also every byte of a header, one at a time) -> `CheckpointError` / exit status 2, never a silently
+  different model or training state;
+- the divergence guard: a NaN loss (injected with a hook) rolls back once, at half the learning rate, says so, then
+  stops with `TrainingDiverged`; non-finite weights are never written; a non-finite validation loss stops the run; an
+  absurd `--lr` on the command line stops with exit status 1 and one line;
+- out of memory: one line suggesting a smaller `--batch-size` or `--seq-len`, exit status 2, checkpoints intact;
+- resuming with a text whose characters differ: an error naming them;
+- failed or interrupted runs (an error or Ctrl-C in the middle of a write, a full disk, SIGKILL) never leave a broken
+  `latest.safetensors` nor temporary files in `--out` (those a SIGKILL leaves are removed by the next run).
+
+Models are tiny (a 2×32 LSTM with dropout 0.3, batches of 4 × 16, fp32 on the CPU) and the text is a small
+synthetic corpus written for the session: no data files, no network. The whole file takes about 50 s of CPU on
+one CPU thread. Many SIGKILLs in a row: `bench/kill_test.py`.
+"""
+from __future__ import annotations
+
+import errno, json, math, os, pickle, random, re, shlex, shutil, signal, subprocess, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import charrnn.cli
+from charrnn.model import CharModel, CheckpointError, load, read_checkpoint
+from charrnn.training import (Trainer, TrainConfig, TrainingDiverged, prepare_text, seed_everything,
+                              unflatten_state)
+
+PY = [sys.executable, '-m', 'charrnn']
+TINY = ['--hidden', '32', '--layers', '2', '--dropout', '0.3', '--batch-size', '4', '--seq-len', '16',
+        '--precision', 'fp32', '--device', 'cpu']
+STEPS = 60           # length of the command-line runs that get interrupted
+TIMEOUT = 240        # seconds any one command may take (the test machines are slow and shared)
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'MPLBACKEND': 'Agg',
+       'PYTHONDONTWRITEBYTECODE': '1', 'CHARRNN_TINYSHAKESPEARE_URL': 'http://127.0.0.1:9/never.txt'}
+
+WORDS = 'the king and queen of my lord is that with you he his not it be for what shall thou thy good'.split()
+
+
+def make_text(n_chars:int, seed:int=0, words=WORDS, marks='.,;:!?') -> str:
+    "A deterministic pseudo-English text of about `n_chars` characters, in lines."
+    rng, lines, size = random.Random(seed), [], 0
+    while size < n_chars:
+        line = ' '.join(rng.choice(words) for _ in range(rng.randint(3, 9)))
+        line = line[0].upper() + line[1:] + rng.choice(marks) + '\n'
+        lines.append(line); size += len(line)
+    return ''.join(lines)
+
+
+# ------------------------------------------------------------------ helpers
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp('resilience')
+
+
+@pytest.fixture(scope='module')
+def text_file(work) -> Path:
+    "The corpus: 60,000 characters of synthetic text."
+    p = work/'words.txt'; p.write_text(make_text(60_000), encoding='utf-8')
+    return p
+
+
+def cli(*args, timeout=TIMEOUT) -> SimpleNamespace:
+    "Run `python -m charrnn ARGS` in a subprocess."
+    p = subprocess.run([*PY, *map(str, args)], env=ENV, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       errors='replace', timeout=timeout)
+    return SimpleNamespace(args=args, returncode=p.returncode, stdout=p.stdout, stderr=p.stderr)
+
+
+def start_train(text, out, *args) -> subprocess.Popen:
+    "Start `python -m charrnn train TEXT --out OUT ...` in the background."
+    return subprocess.Popen([*PY, 'train', str(text), '--out', str(out), *map(str, args)], env=ENV,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors='replace')
+
+
+def run_main(argv, capsys) -> tuple[int, str, str]:
+    "Run `charrnn.cli.main(argv)` in this process: (exit status, stdout, stderr)."
+    capsys.readouterr()
+    try:
+        charrnn.cli.main([str(a) for a in argv]); code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code:int, err:str, cmd:str, status:int=2, *needles:str) -> str:
+    "A failure with exit status `status` and exactly one line on stderr, `charrnn CMD: error: ...`, naming `needles`."
+    assert code == status, f"exit status {code}, expected {status}; stderr:\n{err}"
+    assert 'Traceback' not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'charrnn {cmd}: error: '), err
+    for n in needles: assert n.lower() in lines[0].lower(), f"{n!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def header_meta(path:Path) -> dict:
+    "A charrnn checkpoint's header entries, read without the tensors (cheap enough to poll)."
+    with open(path, 'rb') as f:
+        n = int.from_bytes(f.read(8), 'little'); raw = json.loads(f.read(n))['__metadata__']
+    return {k: json.loads(v) for k, v in raw.items() if k in ('summary', 'vocab', 'config')}
+
+
+def ckpt_step(path:Path) -> int:
+    return header_meta(path)['summary']['step']
+
+
+def train_state(path:Path) -> tuple[dict, dict, dict]:
+    "The tensors, header and unflattened training state of a `latest.safetensors`."
+    tensors, meta, _ = read_checkpoint(path)
+    return tensors, meta, unflatten_state(meta['train_state'], tensors)
+
+
+def leftovers(folder:Path) -> list:
+    "Temporary or hidden files in a run folder (there must be none)."
+    return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith('.') or p.name.endswith('.tmp'))
+
+
+def assert_healthy_run(folder:Path, step:int|None=None):
+    "`folder` holds no temporary files and a `latest.safetensors` that loads, with finite tensors (at `step`)."
+    assert leftovers(folder) == [], leftovers(folder)
+    tensors, meta, state = train_state(folder/'latest.safetensors')
+    load(folder/'latest.safetensors')
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    assert state['step'] == meta['summary']['step'] == len(state['train_loss'])
+    if step is not None: assert state['step'] == step
+    if (folder/'best.safetensors').exists(): load(folder/'best.safetensors')
+    if (folder/'history.json').exists(): json.loads((folder/'history.json').read_text())
+    return state
+
+
+def assert_same_tensors(a:dict, b:dict):
+    assert sorted(a) == sorted(b)
+    different = [k for k in a if not (a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]))]
+    assert different == [], f"tensors that differ: {different}"
+
+
+def wait_until(cond, proc:subprocess.Popen, timeout:float=TIMEOUT) -> bool:
+    "Poll `cond()` while `proc` runs; True once it holds, False if the process ended first."
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if cond(): return True
+        except (OSError, ValueError, KeyError): pass   # a file not there yet
+        if proc.poll() is not None: return False
+        time.sleep(0.002)
+    return False
+
+
+def past_step(path:Path, k:int):
+    return lambda: path.exists() and ckpt_step(path) >= k
+
+
+# ------------------------------------------------------------------ exact resume through the command line
+
+@pytest.fixture(scope='module')
+def straight(work, text_file) -> Path:
+    "A command-line run of STEPS steps that nothing interrupts."
+    out = work/'straight'
+    r = cli('train', text_file, '--out', out, *TINY, '--max-steps', STEPS, '--checkpoint-every', 2, '--eval-every', 20)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope='module', params=['SIGTERM', 'SIGINT'])
+def interrupted(request, work, text_file) -> SimpleNamespace:
+    "The same run stopped by a signal once it has checkpointed a few steps, then resumed with the command it suggests."
+    name = request.param
+    out = work/f'stopped-{name}'
+    p = start_train(text_file, out, *TINY, '--max-steps', STEPS, '--checkpoint-every', 2, '--eval-every', 20)
+    try:
+        assert wait_until(past_step(out/'latest.safetensors', 4), p), "the run ended before it could be interrupted"
+        p.send_signal(getattr(signal, name))
+        stdout, stderr = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None: p.kill()
+    stop = SimpleNamespace(returncode=p.returncode, stdout=stdout, stderr=stderr, leftovers=leftovers(out),
+                           files=sorted(q.name for q in out.iterdir()))
+    at_stop = work/f'at-{name}.safetensors'
+    shutil.copy(out/'latest.safetensors', at_stop)
+    m = re.search(r'(charrnn train \S.*?--resume)', stderr)
+    resume = None
+    if m:  # the command the message suggests, run as printed (plus the device: it is not part of a run's settings)
+        argv = shlex.split(m.group(1))[1:] + ['--device', 'cpu']
+        resume = cli(*argv)
+    return SimpleNamespace(name=name, out=out, stop=stop, at_stop=at_stop, resume=resume)
+
+
+def test_signal_stops_cleanly(interrupted):
+    s, sig = interrupted.stop, getattr(signal, interrupted.name)
+    assert s.returncode == 128 + sig, f"exit status {s.returncode}\n{s.stderr}"
+    assert 'Traceback' not in s.stderr, s.stderr
+    m = re.search(rf'stopped by {interrupted.name} at step (\d+)', s.stderr)
+    assert m, s.stderr
+    assert '--resume' in s.stderr and str(interrupted.out) in s.stderr, s.stderr
+    step = int(m.group(1))
+    assert 4 <= step < STEPS
+    assert s.leftovers == [], s.leftovers
+    assert {'latest.safetensors', 'history.json', 'loss.png'} <= set(s.files)
+    model = load(interrupted.at_stop)               # loads as a model ...
+    assert model.summary['step'] == step
+    tensors, meta, state = train_state(interrupted.at_stop)   # ... and as a training state, at the step it names
+    assert state['step'] == step and len(state['train_loss']) == step
+
+
+def test_resume_after_signal_is_bit_exact(straight, interrupted):
+    r = interrupted.resume
+    assert r is not None, f"no 'charrnn train ... --resume' command in the message:\n{interrupted.stop.stderr}"
+    assert r.returncode == 0, r.stderr
+    assert re.search(r'resuming at step \d+', r.stdout), r.stdout
+    a, a_meta, a_state = train_state(straight/'latest.safetensors')
+    b, b_meta, b_state = train_state(interrupted.out/'latest.safetensors')
+    assert a_state['step'] == b_state['step'] == STEPS
+    # every tensor: weights, Adam's moments and step counts, the carried hidden state, the RNG states, the losses
+    assert_same_tensors(a, b)
+    assert a_state['train_loss'].tolist() == b_state['train_loss'].tolist()
+    for k in ('epoch', 'window', 'lr_scale'): assert a_state[k] == b_state[k], k
+    assert a_state['rng']['python'] == b_state['rng']['python']
+    # the checkpoint written at the stop holds exactly the first steps' losses of the uninterrupted run
+    _, _, s_state = train_state(interrupted.at_stop)
+    k = s_state['step']
+    assert s_state['train_loss'].tolist() == a_state['train_loss'][:k].tolist()
+    assert_healthy_run(interrupted.out, STEPS)
+
+
+@pytest.mark.parametrize('name', ['SIGTERM', 'SIGINT'])
+def test_second_signal_while_the_last_checkpoint_is_written(work, text_file, name):
+    "A scheduler that sends SIGTERM again, or a second Ctrl-C, while the run writes its last checkpoint and plot."
+    out, sig = work/f'twice-{name}', getattr(signal, name)
+    p = start_train(text_file, out, *TINY, '--max-steps', STEPS, '--checkpoint-every', 2, '--eval-every', 20)
+    try:
+        assert wait_until(past_step(out/'latest.safetensors', 2), p), "the run ended before it could be interrupted"
+        p.send_signal(sig)
+        # after the first signal the next line is the final validation; the last checkpoint and the plot follow it
+        line = p.stdout.readline()
+        while line and not line.startswith('step'): line = p.stdout.readline()
+        if p.poll() is None: p.send_signal(sig)
+        stdout, stderr = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None: p.kill()
+    assert 'Traceback' not in stderr, stderr
+    if name == 'SIGTERM':   # a repeated SIGTERM changes nothing: the run ends as after one
+        assert p.returncode == 143, f"exit status {p.returncode}\n{stderr}"
+        step = int(re.search(r'stopped by SIGTERM at step (\d+)', stderr).group(1))
+        assert_healthy_run(out, step)
+    else:                   # a second Ctrl-C stops at once; the last checkpoint written still stands
+        assert p.returncode == 130, f"exit status {p.returncode}\n{stderr}"
+        assert_healthy_run(out)
+
+
+# ------------------------------------------------------------------ exact resume through the Python API
+
+@pytest.fixture(scope='module')
+def short_corpus(text_file):
+    "The corpus cut so that an epoch is about 30 steps (an epoch boundary falls inside a short run)."
+    vocab, train_ids, val_ids, corpus = prepare_text(text_file)
+    return vocab, train_ids[:2_000], val_ids[:3_000]
+
+
+def api_trainer(short_corpus, out, max_steps:int, quiet=True, **cfg) -> Trainer:
+    vocab, train_ids, val_ids = short_corpus
+    seed_everything(0)
+    model = CharModel(vocab, num_hidden=32, num_layers=2, drop_prob=0.3)
+    cfg = TrainConfig(batch_size=4, seq_len=16, max_steps=max_steps, eval_every=10, ckpt_every=2, precision='fp32',
+                      **cfg)
+    return Trainer(model, train_ids, val_ids, cfg, out=out, quiet=quiet)
+
+
+@pytest.fixture(scope='module')
+def api_straight(short_corpus, work) -> Trainer:
+    t = api_trainer(short_corpus, work/'api-straight', 75)
+    t.fit()
+    assert t.steps_per_epoch < 40   # the runs below cross epoch boundaries
+    return t
+
+
+def stop_at(trainer:Trainer, k:int):
+    "Ask `trainer` to stop during step `k` (as the signal handler does)."
+    def hook(module, args):
+        if module.training and trainer.step == k - 1: trainer.request_stop('SIGINT')
+    trainer.model.register_forward_pre_hook(hook)
+
+
+@pytest.mark.parametrize('where', ['step 1', 'step 13', 'end of epoch', 'start of epoch'])
+def test_api_stop_and_resume_is_bit_exact(short_corpus, api_straight, tmp_path, where):
+    spe = api_straight.steps_per_epoch
+    k = {'step 1': 1, 'step 13': 13, 'end of epoch': spe, 'start of epoch': spe + 1}[where]
+    stopped = api_trainer(short_corpus, tmp_path/'run', 75)
+    stop_at(stopped, k)
+    stopped.fit()
+    assert stopped.stop_reason == 'SIGINT'
+    assert stopped.step == k, f"asked to stop during step {k}, it stopped after step {stopped.step}"
+    assert_healthy_run(tmp_path/'run', k)
+    resumed = api_trainer(short_corpus, tmp_path/'run', 75).load_state(tmp_path/'run')
+    assert resumed.step == k
+    resumed.fit()
+    assert resumed.history.train_loss == api_straight.history.train_loss
+    assert_same_tensors(api_straight.model.state_dict(), resumed.model.state_dict())
+    a, _, _ = train_state(api_straight.out/'latest.safetensors')
+    b, _, _ = train_state(tmp_path/'run'/'latest.safetensors')
+    assert_same_tensors(a, b)
+    assert_healthy_run(tmp_path/'run', 75)
+
+
+# ------------------------------------------------------------------ pickles that would run code
+
+class Payload:
+    "Unpickling this calls `fn(*args)`: what a malicious checkpoint does."
+    def __init__(self, fn, *args): self.fn, self.args = fn, args
+    def __reduce__(self): return self.fn, self.args
+
+
+def evil_files(folder:Path, marker:Path) -> dict:
+    "Files whose loading by pickle would create `marker`, by name."
+    import io
+    touch = Payload(os.system, f'touch {shlex.quote(str(marker))}')
+    opener = Payload(open, str(marker), 'w')
+    zipped, legacy = io.BytesIO(), io.BytesIO()
+    torch.save({'model.fc.weight': opener, 'vocab': 'abc'}, zipped)
+    torch.save({'model.fc.weight': opener}, legacy, _use_new_zipfile_serialization=False)
+    files = {'evil.safetensors': pickle.dumps(touch, protocol=4),
+             'evil.pt': zipped.getvalue(),
+             'evil_legacy.pt': legacy.getvalue(),
+             'evil_protocol0.safetensors': pickle.dumps(opener, protocol=0),
+             'evil_behind_8_bytes.safetensors': bytes(8) + pickle.dumps(touch, protocol=2)}
+    for name, data in files.items(): (folder/name).write_bytes(data)
+    run = folder/'evil_run'; run.mkdir()
+    (run/'latest.safetensors').write_bytes(files['evil.safetensors'])
+    (run/'best.safetensors').write_bytes(files['evil.pt'])
+    return {name: folder/name for name in files} | {'evil_run': run}
+
+
+def test_the_payloads_work(tmp_path):
+    "The control: unpickling these files does create the marker, so the tests below mean something."
+    marker = tmp_path/'pwned'
+    files = evil_files(tmp_path, marker)
+    pickle.loads(files['evil.safetensors'].read_bytes())
+    assert marker.exists(); marker.unlink()
+    torch.load(files['evil.pt'], weights_only=False)
+    assert marker.exists(); marker.unlink()
+    with pytest.raises(pickle.UnpicklingError): torch.load(files['evil.pt'], weights_only=True)
+    assert not marker.exists()
+
+
+def test_malicious_pickles_are_refused(tmp_path, text_file, capsys):
+    marker = tmp_path/'pwned'
+    files = evil_files(tmp_path, marker)
+    for name, path in files.items():
+        with pytest.raises(CheckpointError) as e: load(path)
+        assert str(path) in str(e.value)
+        if name != 'evil_protocol0.safetensors' and name != 'evil_behind_8_bytes.safetensors':
+            assert 'pickle' in str(e.value) and 'never unpickles' in str(e.value)
+        code, out, err = run_main(['generate', path, '--length', 5], capsys)
+        assert_one_line_error(code, err, 'generate', 2, str(path)); assert out == ''
+    code, out, err = run_main(['generate', files['evil_run'], '--length', 5], capsys)
+    assert_one_line_error(code, err, 'generate', 2, 'pickle')
+    code, out, err = run_main(['train', text_file, '--out', files['evil_run'], '--resume', *TINY], capsys)
+    assert_one_line_error(code, err, 'train', 2, 'pickle')
+    # and in real processes: the command a user runs
+    for name in ('evil.safetensors', 'evil.pt'):
+        r = cli('generate', files[name], '--length', 5)
+        assert_one_line_error(r.returncode, r.stderr, 'generate', 2, 'pickle', str(files[name]))
+    r = cli('train', text_file, '--out', files['evil_run'], '--resume', *TINY, '--max-steps', 4)
+    assert_one_line_error(r.returncode, r.stderr, 'train', 2, 'pickle', 'latest.safetensors')
+    assert not marker.exists(), "a payload ran"
+    assert (files['evil_run']/'latest.safetensors').read_bytes() == files['evil.safetensors'].read_bytes()
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+
+@pytest.fixture(scope='module')
+def good_run(short_corpus, work) -> Path:
+    "A short run folder made through the API: best, latest, history.json, loss.png."
+    t = api_trainer(short_corpus, work/'good', 12)
+    t.fit()
+    return work/'good'
+
+
+def flip(data:bytes, i:int, mask:int=0x01) -> bytes:
+    b = bytearray(data); b[i] ^= mask
+    return bytes(b)
+
+
+def damaged(data:bytes, vocab:str) -> dict:
+    "Broken copies of the checkpoint `data`, by name."
+    n = int.from_bytes(data[:8], 'little'); end = 8 + n
+    header = data[8:end]
+    def in_header(needle:bytes, skip:int=0) -> int:   # the position of the byte `skip` after `needle` in the header
+        i = header.find(needle); assert i >= 0, needle
+        return 8 + i + len(needle) + skip
+    # a character of the vocabulary whose neighbour (one bit away) is not in it: a flip there is a silent change
+    c = next(ch for ch in vocab if ch.isalpha() and chr(ord(ch) ^ 1) not in vocab)
+    cases = {
+        'empty': b'', 'zeroed': bytes(len(data)),
+        'cut at 1': data[:1], 'cut at 8': data[:8], 'cut at 9': data[:9], 'cut at 100': data[:100],
+        'cut in the header': data[:8 + n // 2], 'cut before the data': data[:end - 1], 'cut at the data': data[:end],
+        'cut in the data': data[:(end + len(data)) // 2], 'cut 1 byte short': data[:-1],
+        'flip in the first tensor byte': flip(data, end), 'flip in the data': flip(data, (end + len(data)) // 2),
+        'flip in the last byte': flip(data, len(data) - 1, 0xFF),
+        'flip in the header length': flip(data, 0), 'flip of the header brace': flip(data, 8),
+        'flip in a vocabulary character': flip(data, 8 + header.index(c.encode(), header.index(b'"vocab"'))),
+        'flip in the model config': flip(data, in_header(b'num_hidden\\": ')),
+        'flip in the summary step': flip(data, in_header(b'{\\"step\\": ')),
+        'flip in a tensor dtype': flip(data, in_header(b'"dtype":"')),
+        'flip in a tensor offset': flip(data, in_header(b'"data_offsets":[')),
+        'flip in the format name': flip(data, in_header(b'"format":"')),
+        'flip in the checksum': flip(data, in_header(b'"tensors_sha256":"', 5)),
+    }
+    if b'train_state' in header:
+        cases['flip in the training step'] = flip(data, in_header(b'[\\"step\\", '))
+        cases['flip in the data position'] = flip(data, in_header(b'[\\"window\\", '))
+    return cases
+
+
+def test_damaged_checkpoints_give_clear_errors(good_run, text_file, tmp_path, capsys):
+    for name in ('latest.safetensors', 'best.safetensors'):
+        data = (good_run/name).read_bytes()
+        vocab = header_meta(good_run/name)['vocab']
+        for case, bad in damaged(data, vocab).items():
+            run = tmp_path/f'{name}-{case}'.replace(' ', '_'); run.mkdir()
+            path = run/name
+            path.write_bytes(bad)
+            with pytest.raises(CheckpointError) as e: load(path)
+            msg = str(e.value)
+            assert str(path) in msg, (case, msg)
+            assert any(w in msg for w in ('truncated', 'corrupt', 'not a charrnn checkpoint', 'format version',
+                                          'usable model')), (case, msg)
+            code, out, err = run_main(['generate', path, '--length', 5], capsys)
+            assert_one_line_error(code, err, 'generate', 2, str(path))
+            if name == 'latest.safetensors':
+                code, out, err = run_main(['train', text_file, '--out', run, '--resume', *TINY], capsys)
+                assert_one_line_error(code, err, 'train', 2, str(path))
+                assert path.read_bytes() == bad, "a failed resume changed the checkpoint"
+                assert sorted(q.name for q in run.iterdir()) == ['latest.safetensors'], case
+
+
+def test_damaged_checkpoints_through_the_command(good_run, text_file, tmp_path):
+    data = (good_run/'latest.safetensors').read_bytes()
+    cases = damaged(data, header_meta(good_run/'latest.safetensors')['vocab'])
+    for case in ('cut in the data', 'flip in the training step'):
+        run = tmp_path/case.replace(' ', '_'); run.mkdir()
+        (run/'latest.safetensors').write_bytes(cases[case])
+    r = cli('generate', tmp_path/'cut_in_the_data'/'latest.safetensors', '--length', 5)
+    assert_one_line_error(r.returncode, r.stderr, 'generate', 2, 'latest.safetensors', 'truncated')
+    r = cli('train', text_file, '--out', tmp_path/'flip_in_the_training_step', '--resume', *TINY, '--max-steps', 4)
+    assert_one_line_error(r.returncode, r.stderr, 'train', 2, 'latest.safetensors', 'corrupt')
+
+
+@pytest.fixture(scope='module')
+def smallest_run(short_corpus, work) -> Path:
+    "A run of the smallest model, with a short header, for the byte-by-byte tests."
+    vocab, train_ids, val_ids = short_corpus
+    t = Trainer(CharModel(vocab, num_hidden=4, num_layers=1, drop_prob=0.), train_ids, val_ids,
+                TrainConfig(batch_size=2, seq_len=8, max_steps=2, eval_every=2, precision='fp32'), out=work/'smallest',
+                quiet=True)
+    t.fit()
+    return work/'smallest'
+
+
+@pytest.mark.parametrize('name', ['best.safetensors', 'latest.safetensors'])
+def test_every_header_byte_flipped(smallest_run, tmp_path, name):
+    "A bit flipped anywhere in the header (its length, the JSON) is caught, or changes nothing that is read."
+    data = (smallest_run/name).read_bytes()
+    tensors0, meta0, _ = read_checkpoint(smallest_run/name)
+    end = 8 + int.from_bytes(data[:8], 'little')
+    # every byte of the short best.safetensors header; a fixed sample of latest's (its training state makes it long)
+    where = range(end) if name == 'best.safetensors' else sorted({*range(64), *random.Random(0).sample(range(end), 1200)})
+    path, silent = tmp_path/name, []
+    for i in where:
+        path.write_bytes(flip(data, i))
+        try: tensors, meta, _ = read_checkpoint(path)
+        except CheckpointError: continue
+        if meta != meta0 or sorted(tensors) != sorted(tensors0) or \
+           not all(torch.equal(tensors[k], tensors0[k]) and tensors[k].dtype == tensors0[k].dtype for k in tensors0):
+            silent.append(i)
+    assert silent == [], (f"{len(silent)} of {len(where)} flipped header bytes were read without an error "
+                          f"as a different checkpoint, e.g. at {silent[:5]}: {[data[i - 20:i + 10] for i in silent[:3]]}")
+
+
+# ------------------------------------------------------------------ the divergence guard
+
+def finite_checkpoints(folder:Path) -> bool:
+    for name in ('latest.safetensors', 'best.safetensors'):
+        if (folder/name).exists():
+            tensors, _, _ = read_checkpoint(folder/name)
+            if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()): return False
+    return True
+
+
+def test_nan_loss_rolls_back_once_then_stops(short_corpus, tmp_path, capsys):
+    out = tmp_path/'nan'
+    t = api_trainer(short_corpus, out, 60, quiet=False)
+    # from step 15 on every output is NaN, as after a numerical blow-up
+    t.model.fc.register_forward_hook(lambda mod, args, y: y * float('nan') if t.step >= 14 else y)
+    capsys.readouterr()
+    with pytest.raises(TrainingDiverged) as e: t.fit()
+    log = capsys.readouterr().out
+    msg = str(e.value)
+    assert 'diverged' in msg and 'step 15' in msg and 'lower the learning rate' in msg and str(out) in msg, msg
+    assert log.count('rolling back') == 1 and 'halving the learning rate' in log, log
+    assert t.lr_scale == 0.5
+    assert math.isclose(float(re.search(r'now ([\d.e+-]+)\)', msg).group(1)), t.cfg.lr / 2, rel_tol=1e-3), msg
+    state = assert_healthy_run(out, 14)   # the checkpoint before the NaN, every 2 steps as asked
+    assert state['lr_scale'] == 1.0
+    assert finite_checkpoints(out)
+    assert all(math.isfinite(l) for l in t.history.train_loss)
+    history = json.loads((out/'history.json').read_text())
+    assert all(math.isfinite(e['val_loss']) for e in history['evals'])
+
+
+def test_non_finite_weights_are_never_saved(short_corpus, tmp_path):
+    "Weights that turn infinite in a step whose loss was still finite are caught before a checkpoint holds them."
+    out = tmp_path/'inf'
+    t = api_trainer(short_corpus, out, 40)
+    real_step = t.opt.step
+    def poisoned_step(*args, **kw):
+        r = real_step(*args, **kw)
+        if t.step == 5:   # the update of step 6 makes a weight infinite
+            with torch.no_grad(): t.model.fc.bias[0] = float('inf')
+        return r
+    t.opt.step = poisoned_step
+    with pytest.raises(TrainingDiverged) as e: t.fit()
+    assert 'step 6' in str(e.value), str(e.value)
+    assert finite_checkpoints(out)
+    assert_healthy_run(out, 4)
+
+
+def test_non_finite_validation_loss_stops(short_corpus, tmp_path):
+    out = tmp_path/'val-nan'
+    t = api_trainer(short_corpus, out, 40)
+    t.model.fc.register_forward_hook(lambda mod, args, y: y * float('inf') if not mod.training and t.step >= 20 else y)
+    with pytest.raises(TrainingDiverged) as e: t.fit()
+    assert 'validation' in str(e.value) and 'step 20' in str(e.value), str(e.value)
+    assert finite_checkpoints(out)
+    history = json.loads((out/'history.json').read_text())
+    assert all(math.isfinite(e['val_loss']) for e in history['evals'])
+    assert_healthy_run(out, 18)
+
+
+def test_absurd_learning_rate_on_the_command_line(text_file, tmp_path):
+    out = tmp_path/'lr'
+    r = cli('train', text_file, '--out', out, *TINY, '--lr', '1e38', '--max-steps', 40, '--checkpoint-every', 2)
+    line = assert_one_line_error(r.returncode, r.stderr, 'train', 1, 'training diverged', 'learning rate')
+    assert finite_checkpoints(out)
+    if not (out/'latest.safetensors').exists():   # no checkpoint to speak of: the message must not claim one
+        assert 'checkpoint is kept' not in line, line
+    if out.exists(): assert leftovers(out) == []
+
+
+# ------------------------------------------------------------------ out of memory
+
+def test_out_of_memory_while_training(text_file, tmp_path, monkeypatch, capsys):
+    real = Trainer.train_step
+    def oom_at_step_7(self, x, y):
+        if self.step == 6: raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(self, x, y)
+    monkeypatch.setattr(Trainer, 'train_step', oom_at_step_7)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    out = tmp_path/'oom'
+    code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 20, '--checkpoint-every', 2], capsys)
+    assert_one_line_error(code, err, 'train', 2, 'out of memory', '--batch-size', '--seq-len')
+    assert 'CUDA out of memory. Tried' not in err    # torch's own long message stays out of the way
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert_healthy_run(out, 6)
+
+
+def test_out_of_memory_while_generating(good_run, monkeypatch, capsys):
+    def oom(*args, **kw): raise torch.OutOfMemoryError("CUDA out of memory.")
+    monkeypatch.setattr(charrnn.cli, 'generate_text', oom)
+    code, out, err = run_main(['generate', good_run, '--num-samples', 1000], capsys)
+    assert_one_line_error(code, err, 'generate', 2, 'out of memory', '--num-samples')
+    assert out == ''
+
+
+# ------------------------------------------------------------------ another text
+
+def test_resume_with_other_characters(text_file, tmp_path, capsys):
+    out = tmp_path/'run'
+    code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 4, '--checkpoint-every', 2], capsys)
+    assert code == 0, err
+    before = (out/'latest.safetensors').read_bytes()
+    other = tmp_path/'other.txt'   # 'é', 'z', 'Z' and '@' are new; '?' and '!' are gone
+    other.write_text(make_text(30_000, seed=1, words=WORDS + ['zéro', 'Zoo@'], marks='.,;:'), encoding='utf-8')
+    code, _, err = run_main(['train', other, '--out', out, '--resume', *TINY], capsys)
+    line = assert_one_line_error(code, err, 'train', 2, 'characters differ')
+    for ch in 'éZz@?!': assert f'U+{ord(ch):04X}' in line, (ch, line)
+    new, missing = line.index('new:'), line.index('missing:')
+    assert all(new < line.index(f'U+{ord(ch):04X}') < missing for ch in 'éZz@'), line
+    assert (out/'latest.safetensors').read_bytes() == before
+
+
+# ------------------------------------------------------------------ failed and interrupted writes
+
+def test_interrupt_in_the_middle_of_a_checkpoint_write(short_corpus, tmp_path, monkeypatch):
+    "A second Ctrl-C (KeyboardInterrupt) while latest.safetensors is being written: the old one stands, no temp file."
+    out = tmp_path/'run'
+    t = api_trainer(short_corpus, out, 20)
+    real_fsync = os.fsync
+    def fsync(fd):
+        if t.step >= 6: raise KeyboardInterrupt
+        return real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    with pytest.raises(KeyboardInterrupt): t.fit()
+    monkeypatch.setattr(os, 'fsync', real_fsync)
+    assert_healthy_run(out, 4)
+
+
+def test_full_disk_while_writing(text_file, tmp_path, monkeypatch, capsys):
+    "The disk fills up while the checkpoint of step 6 is written: one line naming the file, the one of step 4 stands."
+    real_fsync, real_save, full = os.fsync, Trainer.save_latest, []
+    def save_latest(self):
+        if self.step >= 6: full.append(self.step)
+        return real_save(self)
+    def fsync(fd):
+        if full: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+    monkeypatch.setattr(Trainer, 'save_latest', save_latest)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    out = tmp_path/'run'
+    code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 20, '--checkpoint-every', 2,
+                             '--eval-every', 10], capsys)
+    monkeypatch.setattr(os, 'fsync', real_fsync)
+    assert_one_line_error(code, err, 'train', 2, os.strerror(errno.ENOSPC), str(out/'latest.safetensors'))
+    assert_healthy_run(out, 4)
+
+
+def test_error_while_writing_the_plot(short_corpus, tmp_path, monkeypatch):
+    "The loss plot is written atomically too: a failure half-way leaves neither a broken loss.png nor a temp file."
+    from matplotlib.figure import Figure
+    out = tmp_path/'run'
+    t = api_trainer(short_corpus, out, 6)
+    real = Figure.savefig
+    def savefig(self, fname, *args, **kw):
+        if isinstance(fname, (str, os.PathLike)): Path(fname).write_bytes(b'\x89PNG half a plot')
+        else: fname.write(b'\x89PNG half a plot')
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Figure, 'savefig', savefig)
+    with pytest.raises(KeyboardInterrupt): t.fit()
+    monkeypatch.setattr(Figure, 'savefig', real)
+    assert not (out/'loss.png').exists()
+    assert_healthy_run(out, 6)
+
+
+def test_the_next_run_removes_what_a_sigkill_left(text_file, tmp_path, capsys):
+    "SIGKILL cannot be caught: a write cut short leaves its temporary file, which the next run removes."
+    out = tmp_path/'run'
+    code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 4, '--checkpoint-every', 2], capsys)
+    assert code == 0, err
+    stale = ['.latest.safetensors.k2j4_x9a.tmp', '.best.safetensors.a8d_1kqz.tmp', '.history.json.3x0_pq7f.tmp',
+             '.loss.png.9ab_cdef.tmp']
+    for name in stale: (out/name).write_bytes(b'half a file')
+    (out/'notes.txt').write_text('mine')
+    code, _, err = run_main(['train', text_file, '--out', out, '--resume', *TINY, '--max-steps', 6], capsys)
+    assert code == 0, err
+    assert_healthy_run(out, 6)
+    assert (out/'notes.txt').read_text() == 'mine'
+
+
+def test_sigkill_then_resume(work, text_file):
+    "One SIGKILL in the middle of a run (bench/kill_test.py does this many times in a row)."
+    out = work/'killed'
+    p = start_train(text_file, out, *TINY, '--max-steps', STEPS, '--checkpoint-every', 2, '--eval-every', 20)
+    try:
+        assert wait_until(past_step(out/'latest.safetensors', 6), p), "the run ended before it could be killed"
+        p.kill(); p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == -signal.SIGKILL
+    tensors, meta, state = train_state(out/'latest.safetensors')   # loads, whatever the moment of the kill
+    assert 6 <= state['step'] < STEPS
+    r = cli('train', text_file, '--out', out, '--resume', '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    assert_healthy_run(out, STEPS)
+
+
+def test_resuming_a_finished_run_takes_no_further_step(text_file, tmp_path, capsys):
+    "A run killed after its last checkpoint (while it wrote its plot) and resumed stays at its planned step count."
+    out = tmp_path/'run'
+    args = ['train', text_file, '--out', out, *TINY, '--max-steps', 6, '--checkpoint-every', 2]
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    before, _, _ = train_state(out/'latest.safetensors')
+    code, _, err = run_main([*args, '--resume'], capsys)
+    assert code == 0, err
+    after, _, _ = train_state(out/'latest.safetensors')
+    assert_same_tensors(before, after)
+    assert_healthy_run(out, 6)
+
+
+def test_killed_before_the_first_latest_checkpoint(text_file, tmp_path, capsys):
+    "A run killed between writing its first best.safetensors and its first latest.safetensors can be started again."
+    out = tmp_path/'run'
+    code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 2, '--eval-every', 2], capsys)
+    assert code == 0, err
+    (out/'latest.safetensors').unlink()        # as if killed just before it was written
+    code, _, err = run_main(['train', text_file, '--out', out, '--resume', *TINY, '--max-steps', 2], capsys)
+    assert_one_line_error(code, err, 'train', 2, 'nothing to resume')
+    code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 2, '--eval-every', 2], capsys)
+    assert code == 0, err
+    assert_healthy_run(out, 2)
