@@ -67,11 +67,12 @@ def train_cmd(text:str, # a UTF-8 text file, or 'tinyshakespeare' (downloaded on
                     ckpt_every=checkpoint_every, ckpt_seconds=checkpoint_seconds, precision=precision,
                     compile=compile or None, seed=seed)
     if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
-    if not trainer.dist.is_main: return trainer
-    if trainer.stop_reason in ('SIGINT', 'SIGTERM'):
-        print(f"stopped by {trainer.stop_reason} at step {trainer.step}; the latest checkpoint is in {out}. "
-              f"Resume with: charrnn train {text} --out {out} --resume", file=sys.stderr)
+    if trainer.stop_reason in ('SIGINT', 'SIGTERM'):  # every process exits with the signal's status
+        if trainer.dist.is_main:
+            print(f"stopped by {trainer.stop_reason} at step {trainer.step}; the latest checkpoint is in {out}. "
+                  f"Resume with the same command plus --resume (e.g. charrnn train {text} --out {out} --resume)", file=sys.stderr)
         raise SystemExit(128 + getattr(signal, trainer.stop_reason))
+    if not trainer.dist.is_main: return trainer
     print(f"best model: {Path(out)/'best.safetensors'} (validation loss {trainer.best_val:.4f} nats, "
           f"{bits_per_char(trainer.best_val):.3f} bits/char, after {trainer.step} steps)")
     return trainer
@@ -141,7 +142,9 @@ def main(argv:list|None=None, # the arguments (default: sys.argv[1:])
     except torch.OutOfMemoryError:
         _fail(cmd, "out of memory on the device; try a smaller --batch-size or --seq-len" if cmd == 'train'
               else "out of memory on the device; try a smaller --num-samples", 2)
-    except KeyboardInterrupt: _fail(cmd, "interrupted", 130)
+    except OSError as e: _fail(cmd, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ''), 2)
+    except KeyboardInterrupt:
+        _fail(cmd, "interrupted" + (" at once; the last checkpoint written stands, and --resume continues from it" if cmd == 'train' else ''), 130)
 
 def _fail(cmd, e, status:int):
     print(f"charrnn {cmd}: error: {flag_names(str(e))}", file=sys.stderr)

@@ -130,8 +130,10 @@ def atomic_write_bytes(path:str|Path, # the file to create or replace
         with os.fdopen(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp): os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and e.filename is None:  # e.g. a full disk: say which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)

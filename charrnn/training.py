@@ -221,7 +221,7 @@ class Dist:
     local_rank:int=0
 
     @property
-    def enabled(self) -> bool: return self.world_size > 1
+    def enabled(self) -> bool: return self.world_size > 1 or torch.distributed.is_initialized()
     @property
     def is_main(self) -> bool: return self.rank == 0
 
@@ -260,10 +260,10 @@ class Dist:
 
 def init_distributed(device='auto', # the device asked for; under torchrun a GPU run uses cuda:LOCAL_RANK
                     ) -> tuple[Dist, torch.device]:
-    "Join the process group when started by torchrun (`WORLD_SIZE` > 1); return this process's `Dist` and device."
+    "Join the process group when started by torchrun (even a single process); return this process's `Dist` and device."
     world = int(os.environ.get('WORLD_SIZE', '1'))
     dev = get_device(device)
-    if world <= 1: return Dist(), dev
+    if 'LOCAL_RANK' not in os.environ and world <= 1: return Dist(), dev  # not started by torchrun
     rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
     if dev.type == 'cuda':
         dev = torch.device('cuda', local); torch.cuda.set_device(dev); backend = 'nccl'
@@ -468,8 +468,14 @@ def load_state(self:Trainer, path:str|Path, # a `latest.safetensors` (or a run f
     if diff: raise ConfigError(f"these settings differ from the run in {path.parent}: "
                                + ', '.join(f'{k} ({a} there, {b} here)' for k, (a, b) in diff.items())
                                + "; resume with the same ones (only the run's length and checkpoint intervals may change)")
-    self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith('model.')})
-    self.opt.load_state_dict(state['optimizer'])
+    try:
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith('model.')})
+        self.opt.load_state_dict(state['optimizer'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path} holds a training state that does not fit this model ({str(e).splitlines()[0][:100]})") from None
+    was = (meta.get('summary') or {}).get('corpus', {}).get('sha256')
+    if was and self.corpus.get('sha256') and was != self.corpus['sha256']:
+        self.log(f"note: the text differs from the one this run trained on so far (same characters, another sha256); continuing on it")
     self.step, self.epoch, self.window = state['step'], state['epoch'], state['window']
     self.elapsed, self.best_val, self.lr_scale = state['elapsed'], state['best_val'], state['lr_scale']
     self.history = History(train_loss=state['train_loss'].tolist(), evals=state['evals'])
@@ -566,8 +572,11 @@ def fit(self:Trainer) -> History:
     bar = progress_bar(range(1000), leave=False) if show else None
     if bar is not None: bar.on_iter_begin(); bar.update(0)
     self.stop_reason = None
+    # a run resumed after it reached its end (killed while writing its last files) takes no further step
+    done = (total is not None and self.step >= total) or (cfg.time_limit is not None and self.elapsed >= cfg.time_limit)
+    stop = False
     with stop_on_signals(self):
-        while True:
+        while not done:
             if self.window >= len(batcher):  # a new epoch: new offsets, fresh hidden state
                 self.epoch, self.window, self.hidden = self.epoch + 1, 0, None
                 batcher = self._batcher(self.epoch)
@@ -622,11 +631,12 @@ def prepare_text(text:str|Path, # a path to a UTF-8 text file, or the name 'tiny
     return vocab, train_ids, val_ids, corpus
 
 # %% ../nbs/03_training.ipynb #6b148496
+# chosen by measurement on a 2-core CPU (bench/README.md has the search); the GPU recipe is not yet measured
 RECIPES = {
-    'cpu':  dict(model=dict(num_hidden=512, num_layers=2, drop_prob=0.1, emb_dim=None),
-                 train=dict(batch_size=32, seq_len=100, lr=3e-3, time_limit=180, eval_every=200)),
-    'cuda': dict(model=dict(num_hidden=1024, num_layers=2, drop_prob=0.25, emb_dim=None),
-                 train=dict(batch_size=128, seq_len=128, lr=2e-3, time_limit=60, eval_every=250)),
+    'cpu':  dict(model=dict(num_hidden=384, num_layers=2, drop_prob=0.0, emb_dim=None),
+                 train=dict(batch_size=32, seq_len=100, lr=3e-3, time_limit=175, eval_every=250)),
+    'cuda': dict(model=dict(num_hidden=1024, num_layers=2, drop_prob=0.3, emb_dim=None),
+                 train=dict(batch_size=128, seq_len=128, lr=2e-3, time_limit=50, eval_every=250)),
 }
 
 def recipe(device:torch.device) -> dict:
@@ -640,11 +650,12 @@ _MODEL_KEYS = ('num_hidden', 'num_layers', 'drop_prob', 'cell', 'emb_dim')
 def fit_batch_to_text(cfg:TrainConfig, # settings to adjust in place
                       n:int, # characters of training text
                       fixed:set=frozenset(), # settings the user chose ('batch_size', 'seq_len'), left alone
+                      world_size:int=1, # processes sharing the batch: it stays a multiple of this
                      ) -> str|None:
     "Shrink the recipe's batch size (then sequence length) to fit a short text; say what changed."
     if cfg.batch_size * cfg.seq_len + 1 <= n: return None
     old = (cfg.batch_size, cfg.seq_len)
-    if 'batch_size' not in fixed: cfg.batch_size = max(1, (n - 1) // cfg.seq_len)
+    if 'batch_size' not in fixed: cfg.batch_size = max(world_size, (n - 1) // cfg.seq_len // world_size * world_size)
     if cfg.batch_size * cfg.seq_len + 1 > n and 'seq_len' not in fixed: cfg.seq_len = max(1, (n - 1) // cfg.batch_size)
     if (cfg.batch_size, cfg.seq_len) == old: return None  # nothing we may change: the batcher explains
     return (f"note: the training text has only {n:,} characters, too few for batches of {old[0]} × {old[1]}; "
@@ -677,6 +688,8 @@ def train(text:str|Path, # a text file, or 'tinyshakespeare'
          ) -> Trainer:
     "Train a `CharModel` on `text` with the device's recipe, overridden by `settings`; return the `Trainer`."
     dist, device = init_distributed(device) if dist is None else (dist, get_device(device))
+    if out is not None and int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')) > 0:
+        resume = resume or (Path(out)/'latest.safetensors').exists()  # torchrun restarted us after a failure: continue
     unknown = set(settings) - set(_MODEL_KEYS) - {f.name for f in fields(TrainConfig)}
     check_arg(not unknown, f"unknown settings: {', '.join(sorted(unknown))}")
     r = saved_settings(Path(out)) if resume and out is not None and (Path(out)/'latest.safetensors').exists() else recipe(device)
@@ -687,7 +700,14 @@ def train(text:str|Path, # a text file, or 'tinyshakespeare'
     cfg = TrainConfig(**tkw).check()
     if out is not None: _check_out(Path(out), resume)
     vocab, train_ids, val_ids, corpus = prepare_text(text, cfg.val_frac)
-    note = fit_batch_to_text(cfg, len(train_ids), fixed={k for k in ('batch_size', 'seq_len') if settings.get(k) is not None})
+    note = fit_batch_to_text(cfg, len(train_ids), fixed={k for k in ('batch_size', 'seq_len') if settings.get(k) is not None},
+                             world_size=dist.world_size)
+    if (need := cfg.batch_size * cfg.seq_len + 1) > len(train_ids):  # say it in terms of the whole text
+        fits = (len(train_ids) - 1) // cfg.seq_len
+        raise ConfigError(f"{corpus['path']} has {corpus['chars']:,} characters, {len(train_ids):,} of them for training: too few "
+                          f"for batches of {cfg.batch_size} streams × {cfg.seq_len} characters (that needs a text of about "
+                          f"{math.ceil(need / (1 - cfg.val_frac)):,} characters); use a longer text, or a smaller batch size"
+                          + (f" (at most {fits})" if fits else '') + " or sequence length")
     seed_everything(cfg.seed)
     model = CharModel(vocab, **mkw).to(device)
     trainer = Trainer(model, train_ids, val_ids, cfg, out=out, corpus=corpus, dist=dist, quiet=quiet)
