@@ -74,7 +74,7 @@ def train_cmd(text:str, # a UTF-8 text file, or 'tinyshakespeare' (downloaded on
         raise SystemExit(128 + getattr(signal, trainer.stop_reason))
     if not trainer.dist.is_main: return trainer
     print(f"best model: {Path(out)/'best.safetensors'} (validation loss {trainer.best_val:.4f} nats, "
-          f"{bits_per_char(trainer.best_val):.3f} bits/char, after {trainer.step} steps)")
+          f"{bits_per_char(trainer.best_val):.3f} bits/char, at step {trainer.best_step} of {trainer.step})")
     return trainer
 
 # %% ../nbs/05_cli.ipynb #e95d9748

@@ -87,26 +87,38 @@ def select(logits:torch.Tensor, # (B, V) float scores
           ) -> torch.Tensor:
     "The chosen ids, (B,): a draw from the filtered `softmax(logits / temperature)`, or the argmax if `temperature` is 0."
     if temperature == 0 or noise is None: return logits.argmax(-1)
+    if top_k is not None and top_p is None and top_k < logits.shape[-1]:
+        # the same draw with fewer operations: only the k candidates get their noise (this runs once per character)
+        vals, idx = logits.topk(top_k, dim=-1)
+        if temperature != 1: vals = vals / temperature
+        return idx.gather(-1, (vals + noise.gather(-1, idx)).argmax(-1, keepdim=True)).squeeze(-1)
     return (filter_logits(logits, temperature, top_k, top_p) + noise).argmax(-1)
 
 # %% ../nbs/04_generation.ipynb #fc4adb42
-def _lstm_cell(gx:torch.Tensor, h:torch.Tensor, w_hh:torch.Tensor, c:torch.Tensor, fused:bool):
-    "One LSTM layer's step from `gx` (B, 4H), the input's share of the gates with all biases; returns the new `h` and `c`."
-    if fused:  # CUDA: the gate arithmetic in one kernel (the one nn.LSTMCell uses)
-        h, c, _ = torch._thnn_fused_lstm_cell(gx, h @ w_hh, c)
-        return h, c
-    i, f, g, o = torch.addmm(gx, h, w_hh).chunk(4, 1)
+def _lstm_cell(gates:torch.Tensor, c:torch.Tensor):
+    "LSTM gate arithmetic on `gates` (B, 4H), all products and biases summed; returns the new `h` and `c`."
+    i, f, g, o = gates.chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
 
 def _gru_cell(gi:torch.Tensor, gh:torch.Tensor, h:torch.Tensor, fused:bool):
     "GRU gate arithmetic: `gi`, `gh` (B, 3H) input and hidden products, with their biases; returns the new `h`."
-    if fused: return torch._thnn_fused_gru_cell(gi, gh, h)[0]
+    if fused: return torch.ops.aten._thnn_fused_gru_cell(gi, gh, h)[0]
     ir, iz, inn = gi.chunk(3, 1); hr, hz, hn = gh.chunk(3, 1)
     r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
     return torch.lerp(torch.tanh(inn + r * hn), h, z)  # (1 - z)·n + z·h
 
 # %% ../nbs/04_generation.ipynb #3294e3b5
+def _fused_cell_works(device:torch.device, lstm:bool) -> bool:
+    "Whether PyTorch has the fused LSTM/GRU cell kernel on `device` (CUDA builds do; CPU has none)."
+    try:
+        g, h = torch.zeros(1, 4 if lstm else 3, device=device), torch.zeros(1, 1, device=device)
+        if lstm: torch.ops.aten._thnn_fused_lstm_cell(g, g, h)
+        else: torch.ops.aten._thnn_fused_gru_cell(g, g, h)
+        return True
+    except Exception: return False
+
+# %% ../nbs/04_generation.ipynb #86f91cbc
 class Decoder:
     "One-step decoding of a `CharModel`, its weights laid out for small batches; `step` is a pure function of ids and state."
     def __init__(self, model:CharModel, # the model (in eval mode)
@@ -117,19 +129,22 @@ class Decoder:
         with torch.no_grad():
             ih0 = model.emb.weight.detach() @ w('weight_ih_l0').t() + w('bias_ih_l0')  # (V, G·H): one-hot, embedding, W_ih
             self.table = (ih0 + w('bias_hh_l0')).contiguous() if self.lstm else ih0.contiguous()
-            self.w_ih = [None] + [w(f'weight_ih_l{l}').t().contiguous() for l in range(1, L)]   # (H, G·H)
-            self.w_hh = [w(f'weight_hh_l{l}').t().contiguous() for l in range(L)]              # (H, G·H)
+            # layers above the first: input and recurrent weights stacked, [W_ih; W_hh]ᵀ (2H, G·H), so that the
+            # step reads them in one matrix product of [x, h]; views of the two halves serve the fused GPU cell
+            self.w_cat = [None] + [torch.cat([w(f'weight_ih_l{l}').t(), w(f'weight_hh_l{l}').t()]).contiguous() for l in range(1, L)]
+            self.w_ih = [None] + [wc[:model.num_hidden] for wc in self.w_cat[1:]]   # (H, G·H)
+            self.w_hh = [w('weight_hh_l0').t().contiguous()] + [wc[model.num_hidden:] for wc in self.w_cat[1:]]
             if self.lstm: self.b = [None] + [w(f'bias_ih_l{l}') + w(f'bias_hh_l{l}') for l in range(1, L)]
             else: self.b_ih, self.b_hh = [w(f'bias_ih_l{l}') for l in range(L)], [w(f'bias_hh_l{l}') for l in range(L)]
             self.fc_w, self.fc_b = model.fc.weight.detach().t().contiguous(), model.fc.bias.detach()
-        self.fused = model.device.type == 'cuda' and hasattr(torch, '_thnn_fused_lstm_cell')
+        self.fused = model.device.type == 'cuda' and _fused_cell_works(model.device, self.lstm)
 
     def state_from(self, hidden) -> list:
         "The per-layer state `[(h, c), ...]` (GRU: `[h, ...]`) from a hidden state of the model."
         if self.lstm: return [(h, c) for h, c in zip(hidden[0], hidden[1])]
         return list(hidden)
 
-# %% ../nbs/04_generation.ipynb #85c1897e
+# %% ../nbs/04_generation.ipynb #f59a037f
 @patch
 def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
          state:list, # the state after the previous characters, from `state_from` or an earlier `step`
@@ -139,8 +154,11 @@ def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
     for l in range(self.model.num_layers):
         if self.lstm:
             h, c = state[l]
-            gx = self.table[ids] if l == 0 else torch.addmm(self.b[l], x, self.w_ih[l])
-            h, c = _lstm_cell(gx, h, self.w_hh[l], c, self.fused)
+            if self.fused:  # CUDA: the gate arithmetic in one kernel (the one nn.LSTMCell uses)
+                gx = self.table[ids] if l == 0 else torch.addmm(self.b[l], x, self.w_ih[l])
+                h, c, _ = torch.ops.aten._thnn_fused_lstm_cell(gx, h @ self.w_hh[l], c)
+            elif l == 0: h, c = _lstm_cell(torch.addmm(self.table[ids], h, self.w_hh[0]), c)
+            else: h, c = _lstm_cell(torch.addmm(self.b[l], torch.cat([x, h], 1), self.w_cat[l]), c)
             new.append((h, c))
         else:
             h = state[l]
@@ -150,7 +168,7 @@ def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
         x = h
     return torch.addmm(self.fc_b, x, self.fc_w).float(), new
 
-# %% ../nbs/04_generation.ipynb #15e63a6a
+# %% ../nbs/04_generation.ipynb #384d454a
 def _prime(model:CharModel, prime:str, num_samples:int):
     "Encode the prime text (naming unknown characters) and run it through the model; return its last logits and hidden state."
     check_arg(len(prime) > 0, "the prime text is empty; give at least one character to start from")
@@ -161,20 +179,24 @@ def _prime(model:CharModel, prime:str, num_samples:int):
     logits, hidden = model(ids.expand(num_samples, -1), None)
     return logits[:, -1].float(), hidden
 
-def _plain_steps(model, logits, hidden, out, noise_for, sel):
-    for i in range(out.shape[1]):
+def _plain_steps(model, logits, hidden, size, noise_for, sel) -> list:
+    out = []
+    for i in range(size):
         ids = sel(logits, noise_for(i))
-        out[:, i] = ids
+        out.append(ids)
         lg, hidden = model(ids[:, None], hidden)
         logits = lg[:, -1].float()
+    return out
 
-def _fast_steps(dec, logits, state, out, noise_for, sel):
-    for i in range(out.shape[1]):
+def _fast_steps(dec, logits, state, size, noise_for, sel) -> list:
+    out = []  # the chosen ids stay on the device; stacked once at the end
+    for i in range(size):
         ids = sel(logits, noise_for(i))
-        out[:, i] = ids
+        out.append(ids)
         logits, state = dec.step(ids, state)
+    return out
 
-# %% ../nbs/04_generation.ipynb #e98622e8
+# %% ../nbs/04_generation.ipynb #337ce726
 class _GraphSteps:
     "`chunk` decoding steps recorded as one CUDA graph (CUDA only); the state lives in fixed tensors between replays."
     def __init__(self, dec:Decoder, logits:torch.Tensor, state:list, chunk:int, sel):
@@ -209,7 +231,7 @@ class _GraphSteps:
         self.graph.replay()
         return self.ids
 
-# %% ../nbs/04_generation.ipynb #337ce726
+# %% ../nbs/04_generation.ipynb #9ba02946
 @torch.inference_mode()
 def generate_ids(model:CharModel, # a trained model
                  prime:str, # the text to continue
@@ -231,7 +253,6 @@ def generate_ids(model:CharModel, # a trained model
     if random_seed is None: gen.seed()
     else: gen.manual_seed(random_seed)
     logits, hidden = _prime(model, prime, num_samples)
-    out = torch.empty(num_samples, size, dtype=torch.long, device=dev)
     sel = lambda lg, noise: select(lg, noise, temperature, top_k, top_p)
     greedy = temperature == 0
     V, buf = logits.shape[-1], {}
@@ -239,8 +260,9 @@ def generate_ids(model:CharModel, # a trained model
         if greedy: return None
         if i % chunk == 0: buf['n'] = gumbel_noise((chunk, num_samples, V), gen, dev)
         return buf['n'][i % chunk]
+    stack = lambda ids: torch.stack(ids, 1) if ids else torch.empty(num_samples, 0, dtype=torch.long, device=dev)
     try:
-        if not fast: _plain_steps(model, logits, hidden, out, noise_for, sel); return out
+        if not fast: return stack(_plain_steps(model, logits, hidden, size, noise_for, sel))
         dec = Decoder(model)
         state = dec.state_from(hidden)
         graph = None
@@ -248,14 +270,15 @@ def generate_ids(model:CharModel, # a trained model
             try: graph = _GraphSteps(dec, logits, state, chunk, sel)
             except Exception as e:
                 warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); sampling without it")
-        if graph is None: _fast_steps(dec, logits, state, out, noise_for, sel); return out
+        if graph is None: return stack(_fast_steps(dec, logits, state, size, noise_for, sel))
+        out = torch.empty(num_samples, size, dtype=torch.long, device=dev)
         for start in range(0, size, chunk):
             n = min(chunk, size - start)
             out[:, start:start + n] = graph(gumbel_noise((chunk, num_samples, V), gen, dev))[:, :n]
         return out
     finally: model.train(was_training)
 
-# %% ../nbs/04_generation.ipynb #6bccace2
+# %% ../nbs/04_generation.ipynb #5340b837
 def generate_text(model:CharModel, # a trained model
                   size:int, # how many characters to generate
                   seed:str='The', # the prime text to continue (the lesson's name for it)

@@ -304,7 +304,7 @@ class Trainer:
         if self.cfg.compile: self.net = torch.compile(self.net)
         self.opt = make_optimizer(model, self.cfg)
         self.step, self.epoch, self.window, self.hidden = 0, 0, 0, None
-        self.elapsed, self.best_val, self.lr_scale = 0., math.inf, 1.
+        self.elapsed, self.best_val, self.best_step, self.lr_scale = 0., math.inf, 0, 1.
         self.history = History()
         self.stop_reason, self._stop_request, self._pending = None, None, []
         seed_everything(self.cfg.seed + self.dist.rank)
@@ -377,7 +377,7 @@ def training_state(self:Trainer) -> dict:
     if self.dist.enabled:  # every process's PyTorch generator (dropout draws differ per process)
         t = torch.get_rng_state().to(self.device)
         rngs[0]['torch_all'] = self.dist.gather_rows(t[None], 0).cpu()
-    return dict(step=self.step, epoch=self.epoch, window=self.window, elapsed=self.elapsed, best_val=self.best_val,
+    return dict(step=self.step, epoch=self.epoch, window=self.window, elapsed=self.elapsed, best_val=self.best_val, best_step=self.best_step,
                 lr_scale=self.lr_scale, world_size=self.dist.world_size, optimizer=self.opt.state_dict(),
                 rng=rngs[0], hidden=hidden, evals=self.history.evals,
                 train_loss=torch.tensor(self.history.train_loss, dtype=torch.float32), config=asdict(self.cfg))
@@ -478,6 +478,7 @@ def load_state(self:Trainer, path:str|Path, # a `latest.safetensors` (or a run f
         self.log(f"note: the text differs from the one this run trained on so far (same characters, another sha256); continuing on it")
     self.step, self.epoch, self.window = state['step'], state['epoch'], state['window']
     self.elapsed, self.best_val, self.lr_scale = state['elapsed'], state['best_val'], state['lr_scale']
+    self.best_step = state.get('best_step', self.step)
     self.history = History(train_loss=state['train_loss'].tolist(), evals=state['evals'])
     hidden = state['hidden']
     if hidden is not None:
@@ -547,7 +548,7 @@ def _validate(self:Trainer):
                elapsed=round(self.elapsed, 2))
     self.history.evals.append(rec)
     if val < self.best_val:
-        self.best_val = val
+        self.best_val, self.best_step = val, self.step
         self.save_best()
     self.save_history()
     self.log(f"step {self.step:>6} | epoch {self.step / self.steps_per_epoch:5.2f} | train {rec['train_loss'] or float('nan'):.4f}"
