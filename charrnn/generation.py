@@ -95,80 +95,37 @@ def select(logits:torch.Tensor, # (B, V) float scores
     return (filter_logits(logits, temperature, top_k, top_p) + noise).argmax(-1)
 
 # %% ../nbs/04_generation.ipynb #fc4adb42
-def _lstm_cell(gates:torch.Tensor, c:torch.Tensor):
-    "LSTM gate arithmetic on `gates` (B, 4H), all products and biases summed; returns the new `h` and `c`."
-    i, f, g, o = gates.chunk(4, 1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
-
-def _gru_cell(gi:torch.Tensor, gh:torch.Tensor, h:torch.Tensor, fused:bool):
-    "GRU gate arithmetic: `gi`, `gh` (B, 3H) input and hidden products, with their biases; returns the new `h`."
-    if fused: return torch.ops.aten._thnn_fused_gru_cell(gi, gh, h)[0]
-    ir, iz, inn = gi.chunk(3, 1); hr, hz, hn = gh.chunk(3, 1)
-    r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-    return torch.lerp(torch.tanh(inn + r * hn), h, z)  # (1 - z)·n + z·h
-
-# %% ../nbs/04_generation.ipynb #3294e3b5
-def _fused_cell_works(device:torch.device, lstm:bool) -> bool:
-    "Whether PyTorch has the fused LSTM/GRU cell kernel on `device` (CUDA builds do; CPU has none)."
-    try:
-        g, h = torch.zeros(1, 4 if lstm else 3, device=device), torch.zeros(1, 1, device=device)
-        if lstm: torch.ops.aten._thnn_fused_lstm_cell(g, g, h)
-        else: torch.ops.aten._thnn_fused_gru_cell(g, g, h)
-        return True
-    except Exception: return False
-
-# %% ../nbs/04_generation.ipynb #86f91cbc
 class Decoder:
-    "One-step decoding of a `CharModel`, its weights laid out for small batches; `step` is a pure function of ids and state."
+    "One-step decoding of a `CharModel` with PyTorch's cell functions; `step` is a pure function of ids and state."
     def __init__(self, model:CharModel, # the model (in eval mode)
                 ):
         self.model, self.lstm = model, model.cell == 'lstm'
-        rnn, L = model.rnn, model.num_layers
-        w = lambda name: getattr(rnn, name).detach()
-        with torch.no_grad():
-            ih0 = model.emb.weight.detach() @ w('weight_ih_l0').t() + w('bias_ih_l0')  # (V, G·H): one-hot, embedding, W_ih
-            self.table = (ih0 + w('bias_hh_l0')).contiguous() if self.lstm else ih0.contiguous()
-            # layers above the first: input and recurrent weights stacked, [W_ih; W_hh]ᵀ (2H, G·H), so that the
-            # step reads them in one matrix product of [x, h]; views of the two halves serve the fused GPU cell
-            self.w_cat = [None] + [torch.cat([w(f'weight_ih_l{l}').t(), w(f'weight_hh_l{l}').t()]).contiguous() for l in range(1, L)]
-            self.w_ih = [None] + [wc[:model.num_hidden] for wc in self.w_cat[1:]]   # (H, G·H)
-            self.w_hh = [w('weight_hh_l0').t().contiguous()] + [wc[model.num_hidden:] for wc in self.w_cat[1:]]
-            if self.lstm: self.b = [None] + [w(f'bias_ih_l{l}') + w(f'bias_hh_l{l}') for l in range(1, L)]
-            else: self.b_ih, self.b_hh = [w(f'bias_ih_l{l}') for l in range(L)], [w(f'bias_hh_l{l}') for l in range(L)]
-            self.fc_w, self.fc_b = model.fc.weight.detach().t().contiguous(), model.fc.bias.detach()
-        self.fused = model.device.type == 'cuda' and _fused_cell_works(model.device, self.lstm)
+        p = lambda name: getattr(model.rnn, name).detach()
+        self.emb = model.emb.weight.detach()
+        self.layers = [tuple(p(f'{n}_l{l}') for n in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'))
+                       for l in range(model.num_layers)]
+        self.fc_w, self.fc_b = model.fc.weight.detach(), model.fc.bias.detach()
+        self.cell = torch.lstm_cell if self.lstm else torch.gru_cell
 
     def state_from(self, hidden) -> list:
         "The per-layer state `[(h, c), ...]` (GRU: `[h, ...]`) from a hidden state of the model."
         if self.lstm: return [(h, c) for h, c in zip(hidden[0], hidden[1])]
         return list(hidden)
 
-# %% ../nbs/04_generation.ipynb #f59a037f
+# %% ../nbs/04_generation.ipynb #86f91cbc
 @patch
 def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
          state:list, # the state after the previous characters, from `state_from` or an earlier `step`
         ):
     "The logits for the next character, (B, V) float, and the new state."
-    new, x = [], None
-    for l in range(self.model.num_layers):
-        if self.lstm:
-            h, c = state[l]
-            if self.fused:  # CUDA: the gate arithmetic in one kernel (the one nn.LSTMCell uses)
-                gx = self.table[ids] if l == 0 else torch.addmm(self.b[l], x, self.w_ih[l])
-                h, c, _ = torch.ops.aten._thnn_fused_lstm_cell(gx, h @ self.w_hh[l], c)
-            elif l == 0: h, c = _lstm_cell(torch.addmm(self.table[ids], h, self.w_hh[0]), c)
-            else: h, c = _lstm_cell(torch.addmm(self.b[l], torch.cat([x, h], 1), self.w_cat[l]), c)
-            new.append((h, c))
-        else:
-            h = state[l]
-            gi = self.table[ids] if l == 0 else torch.addmm(self.b_ih[l], x, self.w_ih[l])
-            h = _gru_cell(gi, torch.addmm(self.b_hh[l], h, self.w_hh[l]), h, self.fused)
-            new.append(h)
-        x = h
-    return torch.addmm(self.fc_b, x, self.fc_w).float(), new
+    x, new = F.embedding(ids, self.emb), []
+    for weights, s in zip(self.layers, state):
+        s = self.cell(x, s, *weights)  # LSTM: (h, c); GRU: h
+        new.append(s)
+        x = s[0] if self.lstm else s
+    return F.linear(x, self.fc_w, self.fc_b).float(), new
 
-# %% ../nbs/04_generation.ipynb #384d454a
+# %% ../nbs/04_generation.ipynb #ff92635a
 def _prime(model:CharModel, prime:str, num_samples:int):
     "Encode the prime text (naming unknown characters) and run it through the model; return its last logits and hidden state."
     check_arg(len(prime) > 0, "the prime text is empty; give at least one character to start from")
@@ -196,7 +153,7 @@ def _fast_steps(dec, logits, state, size, noise_for, sel) -> list:
         logits, state = dec.step(ids, state)
     return out
 
-# %% ../nbs/04_generation.ipynb #337ce726
+# %% ../nbs/04_generation.ipynb #384d454a
 class _GraphSteps:
     "`chunk` decoding steps recorded as one CUDA graph (CUDA only); the state lives in fixed tensors between replays."
     def __init__(self, dec:Decoder, logits:torch.Tensor, state:list, chunk:int, sel):
@@ -231,7 +188,7 @@ class _GraphSteps:
         self.graph.replay()
         return self.ids
 
-# %% ../nbs/04_generation.ipynb #9ba02946
+# %% ../nbs/04_generation.ipynb #e98622e8
 @torch.inference_mode()
 def generate_ids(model:CharModel, # a trained model
                  prime:str, # the text to continue
@@ -278,7 +235,7 @@ def generate_ids(model:CharModel, # a trained model
         return out
     finally: model.train(was_training)
 
-# %% ../nbs/04_generation.ipynb #5340b837
+# %% ../nbs/04_generation.ipynb #9ba02946
 def generate_text(model:CharModel, # a trained model
                   size:int, # how many characters to generate
                   seed:str='The', # the prime text to continue (the lesson's name for it)

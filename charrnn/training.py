@@ -154,7 +154,7 @@ class History:
             import matplotlib.pyplot as plt
             _, ax = plt.subplots(figsize=(7, 4))
         steps, loss = self.smoothed()
-        ax.plot(steps, loss, label='train', alpha=0.8)
+        if len(loss): ax.plot(steps, loss, label='train', alpha=0.8)
         if self.evals:
             ax.plot([e['step'] for e in self.evals], [e['val_loss'] for e in self.evals], 'o-', label='validation')
             best = min(self.evals, key=lambda e: e['val_loss'])
