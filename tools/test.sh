@@ -9,4 +9,5 @@ export CHARRNN_CACHE="${CHARRNN_CACHE:-$(mktemp -d)}"   # never touch the user's
 export MPLBACKEND=Agg
 # one thread per notebook process: two processes with two OpenMP threads each on two cores stall each other badly
 echo "== nbdev_test"; time OMP_NUM_THREADS=1 nbdev_test --n_workers 2
+echo "== README is rendered from nbs/index.ipynb"; python tools/render_readme.py --check
 echo "== pytest"; time python -m pytest -q tests "$@"
