@@ -101,13 +101,18 @@ def run_cli(sandbox, tmp_path_factory):
     return run
 
 
+def shakespeare_prefix(tmp_path_factory, chars:int) -> Path:
+    "The first `chars` characters (whole lines) of tiny Shakespeare, as a UTF-8 file."
+    text = TINY_SHAKESPEARE.read_text(encoding='utf-8')[:chars]
+    p = tmp_path_factory.mktemp('corpus')/f'shakespeare_{chars // 1000}k.txt'
+    p.write_text(text[:text.rindex('\n') + 1], encoding='utf-8')
+    return p
+
+
 @pytest.fixture(scope='session')
 def corpus(tmp_path_factory) -> Path:
     "The first 20,000 characters (whole lines) of tiny Shakespeare, as a UTF-8 file."
-    text = TINY_SHAKESPEARE.read_text(encoding='utf-8')[:20_000]
-    p = tmp_path_factory.mktemp('corpus')/'shakespeare_20k.txt'
-    p.write_text(text[:text.rindex('\n') + 1], encoding='utf-8')
-    return p
+    return shakespeare_prefix(tmp_path_factory, 20_000)
 
 
 @pytest.fixture(scope='session')

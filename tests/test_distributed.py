@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shakespeare_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get('CHARRNN_DATA') or REPO.parent/'shared'/'data').resolve()
@@ -96,10 +97,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory) -> Path:
     "The first 30,000 characters (whole lines) of tiny Shakespeare."
-    text = TINY_SHAKESPEARE.read_text(encoding='utf-8')[:30_000]
-    p = tmp_path_factory.mktemp('corpus')/'shakespeare_30k.txt'
-    p.write_text(text[:text.rindex('\n') + 1], encoding='utf-8')
-    return p
+    return shakespeare_prefix(tmp_path_factory, 30_000)
 
 
 @pytest.fixture(scope='module')
