@@ -66,12 +66,14 @@ def train_cmd(text:str, # a UTF-8 text file, or 'tinyshakespeare' (downloaded on
                     val_frac=val_frac, max_steps=max_steps, epochs=epochs, time_limit=time_limit, eval_every=eval_every,
                     ckpt_every=checkpoint_every, ckpt_seconds=checkpoint_seconds, precision=precision,
                     compile=compile or None, seed=seed)
-    if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if trainer.stop_reason in ('SIGINT', 'SIGTERM'):  # every process exits with the signal's status
         if trainer.dist.is_main:
             print(f"stopped by {trainer.stop_reason} at step {trainer.step}; the latest checkpoint is in {out}. "
                   f"Resume with the same command plus --resume (e.g. charrnn train {text} --out {out} --resume)", file=sys.stderr)
-        raise SystemExit(128 + getattr(signal, trainer.stop_reason))
+        # no process leaves before the first has said so: torchrun stops the others as soon as one exits with an error
+        trainer.dist.barrier()
+    if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    if trainer.stop_reason in ('SIGINT', 'SIGTERM'): raise SystemExit(128 + getattr(signal, trainer.stop_reason))
     if not trainer.dist.is_main: return trainer
     print(f"best model: {Path(out)/'best.safetensors'} (validation loss {trainer.best_val:.4f} nats, "
           f"{bits_per_char(trainer.best_val):.3f} bits/char, at step {trainer.best_step} of {trainer.step})")
