@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 
 from .encoding import CharrnnError, VocabError, ConfigError, check_arg, describe_chars
-from .model import CharModel, CheckpointError, load
+from .model import CharModel, CheckpointError, load, map_hidden
 
 # %% auto #0
 __all__ = ['bundled_model_path', 'bundled_model', 'predict_next_char', 'check_sampling', 'filter_logits', 'gumbel_noise',
@@ -136,51 +136,48 @@ def _prime(model:CharModel, prime:str, num_samples:int):
     logits, hidden = model(ids.expand(num_samples, -1), None)
     return logits[:, -1].float(), hidden
 
-def _plain_steps(model, logits, hidden, size, noise_for, sel) -> list:
+def _sample_steps(step, logits, state, size, noise_for, sel) -> list:
+    "Choose a character from `logits`, feed it to `step(ids, state) -> (logits, state)`, `size` times; the ids stay on the device."
     out = []
     for i in range(size):
         ids = sel(logits, noise_for(i))
         out.append(ids)
-        lg, hidden = model(ids[:, None], hidden)
-        logits = lg[:, -1].float()
+        logits, state = step(ids, state)
     return out
 
-def _fast_steps(dec, logits, state, size, noise_for, sel) -> list:
-    out = []  # the chosen ids stay on the device; stacked once at the end
-    for i in range(size):
-        ids = sel(logits, noise_for(i))
-        out.append(ids)
-        logits, state = dec.step(ids, state)
-    return out
+def _forward_step(model:CharModel):
+    "A `step` for `_sample_steps` that runs the model's own forward pass (the plain path)."
+    def step(ids, hidden):
+        logits, hidden = model(ids[:, None], hidden)
+        return logits[:, -1].float(), hidden
+    return step
 
 # %% ../nbs/04_generation.ipynb #384d454a
 class _GraphSteps:
     "`chunk` decoding steps recorded as one CUDA graph (CUDA only); the state lives in fixed tensors between replays."
     def __init__(self, dec:Decoder, logits:torch.Tensor, state:list, chunk:int, sel):
-        dev = logits.device
-        self.logits = logits.clone()
-        self.state = [tuple(t.clone() for t in s) if isinstance(s, tuple) else s.clone() for s in state]
-        self.noise = torch.zeros(chunk, logits.shape[0], logits.shape[-1], device=dev)
-        self.ids = torch.zeros(logits.shape[0], chunk, dtype=torch.long, device=dev)
-        start = (self.logits.clone(), [tuple(t.clone() for t in s) if isinstance(s, tuple) else s.clone() for s in self.state])
+        self.logits, self.state = logits.clone(), [map_hidden(torch.clone, s) for s in state]
+        self.noise = torch.zeros(chunk, *logits.shape, device=logits.device)
+        self.ids = torch.zeros(logits.shape[0], chunk, dtype=torch.long, device=logits.device)
         def run():
             lg, st = self.logits, self.state
             for k in range(chunk):
                 ids = sel(lg, self.noise[k]); self.ids[:, k] = ids
                 lg, st = dec.step(ids, st)
-            self.logits.copy_(lg)  # leave the last logits and state in the fixed tensors for the next replay
-            for dst, src in zip(self.state, st):
-                if isinstance(dst, tuple): dst[0].copy_(src[0]); dst[1].copy_(src[1])
-                else: dst.copy_(src)
+            self._load(lg, st)  # leave the last logits and state in the fixed tensors for the next replay
         s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s): run()  # warm-up outside the graph
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph): run()
-        self.logits.copy_(start[0])  # the warm-up moved on: back to the start
-        for dst, src in zip(self.state, start[1]):
-            if isinstance(dst, tuple): dst[0].copy_(src[0]); dst[1].copy_(src[1])
-            else: dst.copy_(src)
+        self._load(logits, state)  # the warm-up moved on: back to the start (the arguments are untouched)
+
+    def _load(self, logits, state):
+        "Copy `logits` and `state` into the fixed tensors."
+        self.logits.copy_(logits)
+        for dst, src in zip(self.state, state):  # per layer: (h, c) for an LSTM, h for a GRU
+            if not isinstance(dst, tuple): dst, src = (dst,), (src,)
+            for d, t in zip(dst, src): d.copy_(t)
 
     def __call__(self, noise:torch.Tensor) -> torch.Tensor:
         "Replay `chunk` steps with this noise; return their ids, (B, chunk)."
@@ -188,7 +185,7 @@ class _GraphSteps:
         self.graph.replay()
         return self.ids
 
-# %% ../nbs/04_generation.ipynb #e98622e8
+# %% ../nbs/04_generation.ipynb #337ce726
 @torch.inference_mode()
 def generate_ids(model:CharModel, # a trained model
                  prime:str, # the text to continue
@@ -219,7 +216,7 @@ def generate_ids(model:CharModel, # a trained model
         return buf['n'][i % chunk]
     stack = lambda ids: torch.stack(ids, 1) if ids else torch.empty(num_samples, 0, dtype=torch.long, device=dev)
     try:
-        if not fast: return stack(_plain_steps(model, logits, hidden, size, noise_for, sel))
+        if not fast: return stack(_sample_steps(_forward_step(model), logits, hidden, size, noise_for, sel))
         dec = Decoder(model)
         state = dec.state_from(hidden)
         graph = None
@@ -227,7 +224,7 @@ def generate_ids(model:CharModel, # a trained model
             try: graph = _GraphSteps(dec, logits, state, chunk, sel)
             except Exception as e:
                 warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); sampling without it")
-        if graph is None: return stack(_fast_steps(dec, logits, state, size, noise_for, sel))
+        if graph is None: return stack(_sample_steps(dec.step, logits, state, size, noise_for, sel))
         out = torch.empty(num_samples, size, dtype=torch.long, device=dev)
         for start in range(0, size, chunk):
             n = min(chunk, size - start)
@@ -235,7 +232,7 @@ def generate_ids(model:CharModel, # a trained model
         return out
     finally: model.train(was_training)
 
-# %% ../nbs/04_generation.ipynb #9ba02946
+# %% ../nbs/04_generation.ipynb #6bccace2
 def generate_text(model:CharModel, # a trained model
                   size:int, # how many characters to generate
                   seed:str='The', # the prime text to continue (the lesson's name for it)

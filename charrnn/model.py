@@ -16,9 +16,9 @@ from safetensors.torch import load as st_load, save as st_save
 from .encoding import Vocab, CharrnnError, ConfigError, check_arg, one_hot_encoder
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'CHECKPOINT_NAMES', 'CharModel', 'detach_hidden', 'num_params', 'bits_per_char',
-           'get_device', 'CheckpointError', 'atomic_write_bytes', 'write_checkpoint', 'read_checkpoint', 'save',
-           'model_from_checkpoint', 'load']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'CHECKPOINT_NAMES', 'CharModel', 'map_hidden', 'detach_hidden', 'num_params',
+           'bits_per_char', 'get_device', 'CheckpointError', 'atomic_write_bytes', 'write_checkpoint',
+           'read_checkpoint', 'save', 'model_from_checkpoint', 'load']
 
 # %% ../nbs/02_model.ipynb #acebd255
 _CELLS = {'lstm': nn.LSTM, 'gru': nn.GRU}
@@ -73,10 +73,16 @@ def init_hidden(self:CharModel, batch_size:int, # streams in the batch
     z = lambda: torch.zeros(self.num_layers, batch_size, self.num_hidden, device=self.device, dtype=self.fc.weight.dtype)
     return (z(), z()) if self.cell == 'lstm' else z()
 
+def map_hidden(fn, # applied to each tensor of the state
+               hidden, # an LSTM state `(h, c)`, a GRU state `h`, or None
+              ):
+    "`hidden` with `fn` applied to each of its tensors, for LSTM and GRU states alike."
+    if hidden is None: return None
+    return tuple(fn(h) for h in hidden) if isinstance(hidden, tuple) else fn(hidden)
+
 def detach_hidden(hidden):
     "`hidden` cut from the graph that made it (truncated backprop through time); works for LSTM and GRU states."
-    if hidden is None: return None
-    return tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+    return map_hidden(torch.Tensor.detach, hidden)
 
 def num_params(model:nn.Module) -> int:
     "The number of trainable parameters."

@@ -19,7 +19,7 @@ from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
 from .encoding import (CharrnnError, ConfigError, check_arg, Vocab, describe_chars, read_text,
                               resolve_text_path, file_sha256)
 from .batching import split_data, StreamBatcher, eval_batcher
-from .model import (CharModel, detach_hidden, num_params, bits_per_char, get_device, save, read_checkpoint,
+from .model import (CharModel, detach_hidden, map_hidden, num_params, bits_per_char, get_device, save, read_checkpoint,
                            model_from_checkpoint, write_checkpoint, atomic_write_bytes, CheckpointError)
 
 # %% auto #0
@@ -351,7 +351,7 @@ def train_step(self:Trainer, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
     nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
     self.opt.step()
     # carry the state to the next window, cut from this window's graph, kept in float32
-    self.hidden = tuple(h.detach().float() for h in hidden) if isinstance(hidden, tuple) else hidden.detach().float()
+    self.hidden = map_hidden(lambda h: h.detach().float(), hidden)
     return loss.detach()
 
 # %% ../nbs/03_training.ipynb #87ffb073
@@ -370,16 +370,14 @@ def summary(self:Trainer) -> dict:
 @patch
 def training_state(self:Trainer) -> dict:
     "Everything a resumed run needs to continue exactly (gathered from all processes)."
-    hidden = self.hidden
-    if hidden is not None and self.dist.enabled:
-        hidden = tuple(self.dist.gather_rows(h, 1) for h in hidden) if isinstance(hidden, tuple) else self.dist.gather_rows(hidden, 1)
-    rngs = [rng_state()]
+    hidden = map_hidden(lambda h: self.dist.gather_rows(h, 1), self.hidden)  # all streams, from every process
+    rng = rng_state()
     if self.dist.enabled:  # every process's PyTorch generator (dropout draws differ per process)
         t = torch.get_rng_state().to(self.device)
-        rngs[0]['torch_all'] = self.dist.gather_rows(t[None], 0).cpu()
+        rng['torch_all'] = self.dist.gather_rows(t[None], 0).cpu()
     return dict(step=self.step, epoch=self.epoch, window=self.window, elapsed=self.elapsed, best_val=self.best_val, best_step=self.best_step,
                 lr_scale=self.lr_scale, world_size=self.dist.world_size, optimizer=self.opt.state_dict(),
-                rng=rngs[0], hidden=hidden, evals=self.history.evals,
+                rng=rng, hidden=hidden, evals=self.history.evals,
                 train_loss=torch.tensor(self.history.train_loss, dtype=torch.float32), config=asdict(self.cfg))
 
 @patch
@@ -480,12 +478,9 @@ def load_state(self:Trainer, path:str|Path, # a `latest.safetensors` (or a run f
     self.elapsed, self.best_val, self.lr_scale = state['elapsed'], state['best_val'], state['lr_scale']
     self.best_step = state.get('best_step', self.step)
     self.history = History(train_loss=state['train_loss'].tolist(), evals=state['evals'])
-    hidden = state['hidden']
-    if hidden is not None:
-        rows = slice(self.dist.rank * self.cfg.batch_size // self.dist.world_size,
-                     (self.dist.rank + 1) * self.cfg.batch_size // self.dist.world_size)
-        hidden = tuple(h[:, rows].to(self.device) for h in hidden) if isinstance(hidden, tuple) else hidden[:, rows].to(self.device)
-    self.hidden = hidden
+    rows = slice(self.dist.rank * self.cfg.batch_size // self.dist.world_size,
+                 (self.dist.rank + 1) * self.cfg.batch_size // self.dist.world_size)
+    self.hidden = map_hidden(lambda h: h[:, rows].to(self.device), state['hidden'])  # this process's streams
     rng = state['rng']
     set_rng_state(rng)
     if 'torch_all' in rng and state['world_size'] == self.dist.world_size:
