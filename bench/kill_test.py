@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from _common import emit, table, machine
 
-from charrnn.model import read_checkpoint, model_from_checkpoint, load
+from charrnn.checkpoint import read_checkpoint, model_from_checkpoint, load
 from charrnn.training import unflatten_state
 
 REPO = Path(__file__).resolve().parents[1]

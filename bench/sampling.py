@@ -10,7 +10,8 @@ import argparse, time
 import torch
 from _common import machine, emit, table, run_baseline, sync, CORPUS
 from charrnn.encoding import Vocab, read_text
-from charrnn.model import CharModel, get_device
+from charrnn.model import CharModel
+from charrnn.core import get_device
 from charrnn.generation import generate_ids
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -10,7 +10,8 @@ import argparse, statistics, time
 import torch
 from _common import machine, emit, table, run_baseline, sync, CORPUS
 from charrnn.training import prepare_text, Trainer, TrainConfig, seed_everything
-from charrnn.model import CharModel, get_device
+from charrnn.model import CharModel
+from charrnn.core import get_device
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument('--device', default='auto'); ap.add_argument('--steps', type=int, default=10)

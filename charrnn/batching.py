@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np
 import torch
-from .encoding import check_arg, ConfigError, CharrnnError
+from .core import check_arg, ConfigError, CharrnnError
 
 # %% auto #0
 __all__ = ['split_data', 'generate_batches', 'StreamBatcher', 'eval_batcher']

@@ -11,8 +11,9 @@ import torch
 from fastcore.script import call_parse, anno_parser, Param
 
 import charrnn
-from .encoding import CharrnnError
-from .model import load, get_device, num_params, bits_per_char
+from .core import CharrnnError, get_device
+from .model import num_params, bits_per_char
+from .checkpoint import load
 from .training import train, TrainingDiverged, Dist
 from .generation import generate_text, bundled_model_path
 

@@ -12,30 +12,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
+from .core import CharrnnError, ConfigError, check_arg
 
 # %% auto #0
-__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SHA256', 'CharrnnError', 'TextFileError', 'VocabError', 'ConfigError',
-           'check_arg', 'read_text', 'cache_dir', 'file_sha256', 'DownloadError', 'download', 'get_tinyshakespeare',
-           'resolve_text_path', 'describe_chars', 'Vocab', 'one_hot_encoder']
+__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SHA256', 'TextFileError', 'VocabError', 'read_text', 'cache_dir',
+           'file_sha256', 'DownloadError', 'download', 'get_tinyshakespeare', 'resolve_text_path', 'describe_chars',
+           'Vocab', 'one_hot_encoder']
 
 # %% ../nbs/00_encoding.ipynb #401e5a63
-class CharrnnError(Exception):
-    "A problem with the user's input or files; the message says what is wrong and how to fix it."
-
 class TextFileError(CharrnnError, ValueError):
     "A text file that is missing, empty, binary or not UTF-8."
 
 class VocabError(CharrnnError, ValueError):
     "Text with characters that a vocabulary does not contain."
-
-class ConfigError(CharrnnError, ValueError):
-    "A setting (a size, a rate, a length, a device) whose value cannot work."
-
-def check_arg(ok:bool, # the condition that must hold
-              msg:str, # what is wrong and how to fix it, if it does not
-             ):
-    "Raise `ConfigError(msg)` unless `ok`."
-    if not ok: raise ConfigError(msg)
 
 # %% ../nbs/00_encoding.ipynb #b3893f60
 def _describe_bad_bytes(p:Path, data:bytes) -> str|None:

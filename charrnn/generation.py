@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .encoding import CharrnnError, VocabError, ConfigError, check_arg, describe_chars
-from .model import CharModel, CheckpointError, load, map_hidden
+from .core import CharrnnError, ConfigError, check_arg
+from .encoding import VocabError, describe_chars
+from .model import CharModel, map_hidden
+from .checkpoint import CheckpointError, load
 
 # %% auto #0
 __all__ = ['bundled_model_path', 'bundled_model', 'predict_next_char', 'check_sampling', 'filter_logits', 'gumbel_noise',

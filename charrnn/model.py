@@ -4,21 +4,17 @@
 
 # %% ../nbs/02_model.ipynb #507cac8b
 from __future__ import annotations
-import hashlib, json, math, os, tempfile
-from dataclasses import dataclass, asdict
-from pathlib import Path
+import math
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from safetensors.torch import load as st_load, save as st_save
-from .encoding import Vocab, CharrnnError, ConfigError, check_arg, one_hot_encoder
+from .core import check_arg
+from .encoding import Vocab, one_hot_encoder
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'CHECKPOINT_NAMES', 'CharModel', 'map_hidden', 'detach_hidden', 'num_params',
-           'bits_per_char', 'get_device', 'CheckpointError', 'atomic_write_bytes', 'write_checkpoint',
-           'read_checkpoint', 'save', 'model_from_checkpoint', 'load']
+__all__ = ['CharModel', 'map_hidden', 'detach_hidden', 'num_params', 'bits_per_char']
 
 # %% ../nbs/02_model.ipynb #acebd255
 _CELLS = {'lstm': nn.LSTM, 'gru': nn.GRU}
@@ -92,167 +88,3 @@ def num_params(model:nn.Module) -> int:
 def bits_per_char(nats:float) -> float:
     "A loss in nats per character as bits per character."
     return nats / math.log(2)
-
-# %% ../nbs/02_model.ipynb #ff2a2533
-def get_device(spec:str|torch.device='auto', # 'auto' (a GPU if there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'
-              ) -> torch.device:
-    "The `torch.device` for `spec`; `ConfigError` if it is unknown or not available here."
-    if isinstance(spec, torch.device): spec = str(spec)
-    spec = str(spec).strip().lower()
-    if spec == 'auto':
-        if torch.cuda.is_available(): return torch.device('cuda')
-        if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
-        return torch.device('cpu')
-    try: dev = torch.device(spec)
-    except (RuntimeError, ValueError): dev = None
-    if dev is None or dev.type not in ('cpu', 'cuda', 'mps'):
-        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {spec!r} was asked for, but this machine has no usable CUDA GPU "
-                              f"(torch {torch.__version__}); use --device cpu or auto")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if dev.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"device 'mps' was asked for, but Apple's MPS is not available here; use --device cpu")
-    return dev
-
-# %% ../nbs/02_model.ipynb #ad151f01
-FORMAT = 'charrnn'
-FORMAT_VERSION = 1
-
-class CheckpointError(CharrnnError, ValueError):
-    "A checkpoint that is missing, damaged, not a charrnn checkpoint, or of another format version."
-
-def atomic_write_bytes(path:str|Path, # the file to create or replace
-                       data:bytes, # its new content
-                      ):
-    "Write `data` to `path` so that `path` is always either the old file or the whole new one."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the usual permissions
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp): os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno and e.filename is None:  # e.g. a full disk: say which file
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    except OSError: pass
-
-# %% ../nbs/02_model.ipynb #8da9fbd5
-def _tensors_sha256(tensors:dict) -> str:
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        t = tensors[k].detach().contiguous().cpu()
-        h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-    return h.hexdigest()
-
-def _header_sha256(header:dict) -> str:
-    "A sha256 of a checkpoint's header entries (all but this checksum itself)."
-    return hashlib.sha256(json.dumps(sorted((k, v) for k, v in header.items() if k != 'header_sha256')).encode()).hexdigest()
-
-def write_checkpoint(path:str|Path, # the file to write (atomically)
-                     tensors:dict, # name -> tensor
-                     meta:dict, # name -> JSON-able value, stored in the header
-                    ):
-    "Write `tensors` and `meta` as one safetensors file, with the format, version and checksums in its header."
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
-    header = {k: json.dumps(v) for k, v in meta.items()}
-    header.update(format=FORMAT, format_version=str(FORMAT_VERSION), tensors_sha256=_tensors_sha256(tensors))
-    header['header_sha256'] = _header_sha256(header)
-    atomic_write_bytes(path, st_save(tensors, metadata=header))
-
-# %% ../nbs/02_model.ipynb #7f78aff7
-CHECKPOINT_NAMES = ('best.safetensors', 'latest.safetensors')
-
-def _checkpoint_file(path:Path) -> Path:
-    if path.is_dir():
-        for name in CHECKPOINT_NAMES:
-            if (path/name).is_file(): return path/name
-        raise CheckpointError(f"{path} is a folder with no charrnn checkpoint in it (looked for {' and '.join(CHECKPOINT_NAMES)})")
-    if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file; check the path")
-    return path
-
-def _header(path:Path, data:bytes) -> dict:
-    "The safetensors header of `data`, or a `CheckpointError` saying what the file is instead."
-    if data[8:9] != b'{':  # a safetensors file: an 8-byte header length, then the JSON header
-        if (data[:1] == b'\x80' and data[1:2] in b'\x02\x03\x04\x05') or data[:4] == b'PK\x03\x04':
-            raise CheckpointError(f"{path} is a pickle (torch.save) file, not a charrnn checkpoint; charrnn never "
-                                  "unpickles files, because unpickling can run code hidden in them")
-        if len(data) < 9: raise CheckpointError(f"{path} is truncated or not a checkpoint (only {len(data)} bytes)")
-        raise CheckpointError(f"{path} is not a charrnn checkpoint (no safetensors header)")
-    n = int.from_bytes(data[:8], 'little')
-    if n > len(data) - 8:
-        raise CheckpointError(f"{path} is truncated (its header alone claims {n:,} bytes, the file has {len(data):,})")
-    try: header = json.loads(data[8:8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} is not a charrnn checkpoint (no readable safetensors header)") from None
-    if not isinstance(header, dict): raise CheckpointError(f"{path} is not a charrnn checkpoint (unexpected header)")
-    return header.get('__metadata__') or {}
-
-# %% ../nbs/02_model.ipynb #ef1c7cee
-def read_checkpoint(path:str|Path, # a checkpoint file, or a run folder holding best.safetensors
-                   ) -> tuple[dict, dict, Path]:
-    "The tensors and header of a charrnn checkpoint, and the file read; `CheckpointError` says what is wrong with a bad one."
-    path = _checkpoint_file(Path(path).expanduser())
-    try: data = path.read_bytes()
-    except OSError as e: raise CheckpointError(f"{path} cannot be read ({e.strerror})") from None
-    raw = _header(path, data)
-    if raw.get('format') != FORMAT: raise CheckpointError(f"{path} is a safetensors file but not a charrnn checkpoint")
-    if raw.get('format_version') != str(FORMAT_VERSION):
-        raise CheckpointError(f"{path} uses checkpoint format version {raw.get('format_version')}, but this charrnn "
-                              f"reads version {FORMAT_VERSION}; use the charrnn version that wrote it, or retrain")
-    if 'header_sha256' in raw and raw['header_sha256'] != _header_sha256(raw):
-        raise CheckpointError(f"{path} is corrupt: its header does not match the checksum in it")
-    try: tensors = st_load(data)
-    except Exception as e:
-        raise CheckpointError(f"{path} is truncated or corrupt ({str(e).splitlines()[0][:80]})") from None
-    if _tensors_sha256(tensors) != raw.get('tensors_sha256'):
-        raise CheckpointError(f"{path} is corrupt: its tensors do not match the checksum in its header")
-    try: meta = {k: json.loads(v) for k, v in raw.items() if k not in ('format', 'format_version', 'tensors_sha256', 'header_sha256')}
-    except json.JSONDecodeError: raise CheckpointError(f"{path} is corrupt: its header does not parse") from None
-    return tensors, meta, path
-
-# %% ../nbs/02_model.ipynb #12059671
-def save(model:CharModel, # the model to save
-         path:str|Path, # the file to write, usually `*.safetensors`
-         summary:dict|None=None, # facts about its training (step, val_loss, ...); default `model.summary`
-         extra_tensors:dict|None=None, # more tensors to store (e.g. training state)
-         extra_meta:dict|None=None, # more header entries
-        ) -> Path:
-    "Save `model` with its vocabulary, config and training summary to one safetensors file, atomically."
-    tensors = {f'model.{k}': v for k, v in model.state_dict().items()}
-    tensors.update(extra_tensors or {})
-    meta = dict(vocab=''.join(model.vocab.itos), config=model.config,
-                summary=model.summary if summary is None else summary, **(extra_meta or {}))
-    write_checkpoint(path, tensors, meta)
-    return Path(path)
-
-# %% ../nbs/02_model.ipynb #89c4d170
-def model_from_checkpoint(tensors:dict, meta:dict, path:Path|str='checkpoint',
-                          device='cpu', # where to put the model
-                         ) -> CharModel:
-    "Rebuild a `CharModel` from what `read_checkpoint` returned."
-    try:
-        model = CharModel(Vocab(meta['vocab']), **meta['config'])
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith('model.')})
-    except (KeyError, TypeError, RuntimeError, CharrnnError) as e:
-        raise CheckpointError(f"{path} does not hold a usable model ({type(e).__name__}: {str(e).splitlines()[0][:100]})") from None
-    model.summary = meta.get('summary') or {}
-    return model.to(get_device(device)).eval()
-
-def load(path:str|Path, # a checkpoint file, or a run folder holding best.safetensors
-         device='cpu', # where to put the model: a torch.device or 'cpu', 'cuda', 'auto', ...
-        ) -> CharModel:
-    "Rebuild the model saved at `path`, on `device`, in eval mode. Nothing in the file is executed."
-    tensors, meta, path = read_checkpoint(path)
-    return model_from_checkpoint(tensors, meta, path, device)

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
 
-from .encoding import (CharrnnError, ConfigError, check_arg, Vocab, describe_chars, read_text,
+from .core import CharrnnError, ConfigError, check_arg, get_device, atomic_write_bytes
+from .encoding import (Vocab, describe_chars, read_text,
                               resolve_text_path, file_sha256)
 from .batching import split_data, StreamBatcher, eval_batcher
-from .model import (CharModel, detach_hidden, map_hidden, num_params, bits_per_char, get_device, save, read_checkpoint,
-                           model_from_checkpoint, write_checkpoint, atomic_write_bytes, CheckpointError)
+from .model import (CharModel, detach_hidden, map_hidden, num_params, bits_per_char)
+from .checkpoint import save, read_checkpoint, model_from_checkpoint, write_checkpoint, CheckpointError
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RESUMABLE', 'RECIPES', 'TrainConfig', 'lr_at', 'bf16_supported', 'autocast_for', 'make_optimizer',

@@ -115,7 +115,7 @@ def runs(run, corpus, tmp_path_factory):
 
 def train_state(run_dir:Path) -> tuple[dict, dict]:
     "The training state and the tensors of `run_dir`'s latest checkpoint."
-    from charrnn.model import read_checkpoint
+    from charrnn.checkpoint import read_checkpoint
     from charrnn.training import unflatten_state
     tensors, meta, _ = read_checkpoint(Path(run_dir)/'latest.safetensors')
     return unflatten_state(meta['train_state'], tensors), tensors
@@ -155,7 +155,7 @@ def test_one_set_of_files_and_one_voice(runs):
 
 
 def test_checkpoint_loads_and_generates_in_one_process(runs):
-    from charrnn.model import load, read_checkpoint
+    from charrnn.checkpoint import load, read_checkpoint
     from charrnn.generation import generate_text
     d = runs['ddp'][0]
     for name in ('best.safetensors', 'latest.safetensors'):

@@ -38,7 +38,8 @@ import pytest
 import torch
 
 import charrnn.cli
-from charrnn.model import CharModel, CheckpointError, load, read_checkpoint
+from charrnn.model import CharModel
+from charrnn.checkpoint import CheckpointError, load, read_checkpoint
 from charrnn.training import (Trainer, TrainConfig, TrainingDiverged, prepare_text, seed_everything,
                               unflatten_state)
 
