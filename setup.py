@@ -34,7 +34,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
-    package_data={cfg['lib_path']: ['models/*.safetensors', 'models/*.md']},
+    package_data={cfg['lib_path']: ['models/*.safetensors', 'models/*.md', 'corpora/*.txt.gz', 'corpora/*.md']},
     install_requires=cfg.get('requirements', '').split(),
     extras_require={'dev': cfg.get('dev_requirements', '').split()},
     python_requires='>=' + min_python,

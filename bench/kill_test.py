@@ -8,7 +8,7 @@ instance, the out-of-memory killer, `kill -9`) does to a run. The script:
    row, starting it again after each kill with `--resume` (without it while there is no `latest.safetensors` yet).
    Most kills fall at a random moment of training (a step, a validation, a checkpoint or history write); a
    fraction (`--startup-kills`) fall at a random moment of start-up, before anything is written;
-3. after every kill checks the run folder: `latest.safetensors` loads (`charrnn.model.read_checkpoint`, the
+3. after every kill checks the run folder: `latest.safetensors` loads (`charrnn.checkpoint.read_checkpoint`, the
    training state, the model), its step, summary and losses agree and are finite, its step never goes back;
    `best.safetensors` loads; `history.json` parses; `loss.png` is a whole PNG. Temporary files that the kill left
    (a write cut short) are counted; the next run must remove them;
@@ -23,8 +23,8 @@ Run it from the repository root with the virtual environment active (about a min
     OMP_NUM_THREADS=1 python bench/kill_test.py                        # 20 kills, 120 steps, seed 0
     OMP_NUM_THREADS=1 python bench/kill_test.py --kills 50 --steps 300 --seed 7 --keep
 
-The text is the first 100,000 characters of tiny Shakespeare (from `$CHARRNN_DATA`, or `../shared/data`), or a
-synthetic text when that is missing (`--text FILE` chooses another). The model is tiny (2×32 LSTM, batches of 4 × 16)
+The text is the first 100,000 characters of tiny Shakespeare (the copy inside the package; `--text FILE` chooses
+another). The model is tiny (2×32 LSTM, batches of 4 × 16)
 so that a run is mostly start-up, checkpoints and validation, the moments a kill is most likely to damage something.
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 from _common import emit, table, machine
 
-from charrnn.checkpoint import read_checkpoint, model_from_checkpoint, load
-from charrnn.training import unflatten_state
+from charrnn.checkpoint import read_checkpoint, model_from_checkpoint, load, unflatten_state, RunDir
+from charrnn.data import resolve_text_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,14 +63,8 @@ env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), 
 
 def text_file() -> Path:
     if a.text: return Path(a.text)
-    src = Path(os.environ.get('CHARRNN_DATA') or REPO.parent/'shared'/'data')/'tinyshakespeare.txt'
-    p = work/'text.txt'
-    if src.is_file(): text = src.read_text(encoding='utf-8')[:100_000]
-    else:  # no corpus here: a synthetic one is as good for this test
-        rng, words = random.Random(0), 'the king and queen of my lord is that with you he his not it be for what'.split()
-        text = ''.join(' '.join(rng.choice(words) for _ in range(rng.randint(3, 9))).capitalize() + '.\n'
-                       for _ in range(3_000))
-    p.write_text(text, encoding='utf-8')
+    p = work/'text.txt'   # tiny Shakespeare ships inside the package: no download, no data folder
+    p.write_text(resolve_text_path('tinyshakespeare').read_text(encoding='utf-8')[:100_000], encoding='utf-8')
     return p
 
 
@@ -109,8 +103,8 @@ class Attempt:
 
 def check_folder(out:Path, last_step:int) -> dict:
     "Load every file of the run folder; what is wrong with them, and latest's step."
-    r = dict(step=None, problems=[], loaded=0)
-    latest = out/'latest.safetensors'
+    r, run = dict(step=None, problems=[], loaded=0), RunDir(out)
+    latest = run.latest
     if latest.exists():
         try:
             tensors, meta, _ = read_checkpoint(latest)
@@ -120,16 +114,16 @@ def check_folder(out:Path, last_step:int) -> dict:
             assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()), 'a tensor is not finite'
             assert state['step'] >= last_step, f"latest went back from step {last_step} to {state['step']}"
             r['step'] = state['step']; r['loaded'] += 1
-        except Exception as e: r['problems'].append(f'latest.safetensors: {type(e).__name__}: {e}')
-    if (out/'best.safetensors').exists():
-        try: load(out/'best.safetensors'); r['loaded'] += 1
-        except Exception as e: r['problems'].append(f'best.safetensors: {type(e).__name__}: {e}')
-    if (out/'history.json').exists():
-        try: json.loads((out/'history.json').read_text())
-        except Exception as e: r['problems'].append(f'history.json: {type(e).__name__}: {e}')
-    if (out/'loss.png').exists():
-        png = (out/'loss.png').read_bytes()
-        if not (png.startswith(b'\x89PNG\r\n\x1a\n') and png.endswith(b'IEND\xaeB`\x82')): r['problems'].append('loss.png is not a whole PNG')
+        except Exception as e: r['problems'].append(f'{latest.name}: {type(e).__name__}: {e}')
+    if run.best.exists():
+        try: load(run.best); r['loaded'] += 1
+        except Exception as e: r['problems'].append(f'{run.best.name}: {type(e).__name__}: {e}')
+    if run.history.exists():
+        try: json.loads(run.history.read_text())
+        except Exception as e: r['problems'].append(f'{run.history.name}: {type(e).__name__}: {e}')
+    if run.plot.exists():
+        png = run.plot.read_bytes()
+        if not (png.startswith(b'\x89PNG\r\n\x1a\n') and png.endswith(b'IEND\xaeB`\x82')): r['problems'].append(f'{run.plot.name} is not a whole PNG')
     return r
 
 
@@ -165,7 +159,7 @@ phases = ['startup'] * n_startup + ['training'] * (a.kills - n_startup)
 rng.shuffle(phases)
 while stats['kills_landed'] < a.kills and n < 3 * a.kills + 10:
     n += 1
-    resume = (out/'latest.safetensors').exists()
+    resume = RunDir(out).latest.exists()
     stats['resumes' if resume else 'fresh_starts'] += 1
     att = Attempt(out, resume, n)
     phase = phases[stats['kills_landed'] % len(phases)]
@@ -197,7 +191,7 @@ while stats['kills_landed'] < a.kills and n < 3 * a.kills + 10:
     if att.p.returncode == 0: break   # the run finished before the kill: nothing left to kill
 
 # 3. let it finish
-resume = (out/'latest.safetensors').exists()
+resume = RunDir(out).latest.exists()
 stats['resumes' if resume else 'fresh_starts'] += 1
 final = Attempt(out, resume, n + 1)
 final.p.wait()
@@ -205,8 +199,8 @@ c = check_folder(out, last_step)
 stats['checkpoints_loaded_ok'] += c['loaded']
 problems += [f'after the last run: {q}' for q in c['problems']]
 if final.p.returncode != 0: problems.append(f"the last run exited with status {final.p.returncode}: {final.err.read_text()[-500:]}")
-exact = (final.p.returncode == 0 and same_tensors(ref_out/'latest.safetensors', out/'latest.safetensors')
-         and same_tensors(ref_out/'best.safetensors', out/'best.safetensors'))
+ref_run, run = RunDir(ref_out), RunDir(out)
+exact = (final.p.returncode == 0 and same_tensors(ref_run.latest, run.latest) and same_tensors(ref_run.best, run.best))
 at_end = temp_files(out)
 if at_end: problems.append(f'temporary files left at the end: {at_end}')
 if stats['kills_landed'] < a.kills: problems.append(f"only {stats['kills_landed']} of {a.kills} kills landed before the run ended")

@@ -5,9 +5,10 @@ times the whole process, start-up included. Prints a JSON line per validation, t
 
     python bench/time_to_quality.py [--device cpu|cuda] [--budget SECONDS] [--seed 0] [-- extra charrnn train flags]
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, subprocess, sys, tempfile, time
 from pathlib import Path
-from _common import machine, emit, table, SHARED
+from _common import machine, emit, table
+from charrnn.checkpoint import RunDir
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument('--device', default='auto')
@@ -21,12 +22,11 @@ cmd = [sys.executable, '-m', 'charrnn', 'train', 'tinyshakespeare', '--out', str
        '--seed', str(a.seed), '--quiet', *a.extra]
 if a.budget:  # leave the process's start-up (imports, reading the text) inside the budget
     cmd += ['--time-limit', str(a.budget - 6)]
-env = {**os.environ, 'CHARRNN_DATA': os.environ.get('CHARRNN_DATA', str(SHARED/'data'))}
 t = time.perf_counter()
-proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+proc = subprocess.run(cmd, capture_output=True, text=True)   # tiny Shakespeare ships inside the package
 wall = time.perf_counter() - t
 if proc.returncode: raise SystemExit(f'charrnn train failed ({proc.returncode}): {proc.stderr}')
-hist = json.loads((out/'history.json').read_text())
+hist = json.loads(RunDir(out).history.read_text())
 rows = []
 for e in hist['evals']:
     r = dict(figure='val_loss', step=e['step'], train_seconds=e['elapsed'], val_loss=round(e['val_loss'], 4),

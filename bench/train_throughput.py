@@ -8,8 +8,9 @@ Both run on tiny Shakespeare, one after the other, in this invocation. Prints a 
 """
 import argparse, statistics, time
 import torch
-from _common import machine, emit, table, run_baseline, sync, CORPUS
-from charrnn.training import prepare_text, Trainer, TrainConfig, seed_everything
+from _common import machine, emit, table, run_baseline, sync
+from charrnn.run import prepare_text
+from charrnn.training import Learner, TrainConfig, seed_everything, bf16_supported
 from charrnn.model import CharModel
 from charrnn.core import get_device
 
@@ -19,13 +20,13 @@ ap.add_argument('--no-baseline', action='store_true')
 a = ap.parse_args()
 device = get_device(a.device)
 info = machine(); emit(dict(figure='machine', **info))
-vocab, train_ids, val_ids, corpus = prepare_text(CORPUS)
+vocab, train_ids, val_ids, corpus = prepare_text('tinyshakespeare')
 rows = []
-for precision in ('fp32', 'bf16'):
+for precision in ('fp32', 'bf16') if bf16_supported(device) else ('fp32',):  # forced bf16 fails where oneDNN lacks it
     seed_everything(0)
-    model = CharModel(vocab, num_hidden=512, num_layers=3, drop_prob=0.5).to(device)  # emb_dim = V, like one-hot
-    tr = Trainer(model, train_ids, val_ids, TrainConfig(batch_size=128, seq_len=100, precision=precision, max_steps=10**6), quiet=True)
-    b = tr._batcher(0)
+    model = CharModel(vocab, hidden=512, layers=3, dropout=0.5).to(device)  # emb_dim = V, like one-hot
+    tr = Learner(model, train_ids, val_ids, TrainConfig(batch_size=128, seq_len=100, precision=precision, max_steps=10**6), quiet=True)
+    b = tr.batcher()
     times = []
     for i in range(a.steps + 2):
         x, y = b[i]

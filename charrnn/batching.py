@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 import numpy as np
 import torch
-from .core import check_arg, ConfigError, CharrnnError
+from fastcore.basics import patch
+from .core import check_arg, ConfigError
 
 # %% auto #0
-__all__ = ['split_data', 'generate_batches', 'StreamBatcher', 'eval_batcher']
+__all__ = ['split_data', 'generate_batches', 'shard_rows', 'StreamBatcher', 'eval_batcher']
 
 # %% ../nbs/01_batching.ipynb #720e9db1
 def split_data(ids, # the encoded text, 1-d
@@ -40,6 +41,22 @@ def generate_batches(encoded_text, # the encoded text, 1-d (numpy array or tenso
         if drop_last and start + seq_len > n: break
         yield x[:, start:start + seq_len], y[:, start:start + seq_len]
 
+# %% ../nbs/01_batching.ipynb #3018fb07
+def shard_rows(n:int, # the rows to share out
+               rank:int=0, # this process's rank, 0 to `world_size - 1`
+               world_size:int=1, # the number of processes
+              ) -> slice:
+    "The contiguous block of `n` rows that process `rank` of `world_size` takes; the blocks cover every row once."
+    return slice(rank * n // world_size, (rank + 1) * n // world_size)
+
+# %% ../nbs/01_batching.ipynb #a103d5f3
+def _too_few(n_ids:int, batch_size:int, seq_len:int, offset:int) -> str:
+    "Why `n_ids` characters cannot fill one window of `batch_size` streams × `seq_len`, and what would fit."
+    fits = (n_ids - 1) // seq_len
+    return (f"the text has {n_ids:,} characters, too few for batches of {batch_size} streams × {seq_len} characters "
+            f"(at least {batch_size * seq_len + 1 + offset:,} needed); use a longer text, or a smaller "
+            + (f"--batch-size (at most {fits}) or " if fits else "") + "--seq-len")
+
 # %% ../nbs/01_batching.ipynb #5564f9e7
 class StreamBatcher:
     "Contiguous streams of `ids` on `device`, served as `(x, y)` windows of `seq_len` (ids as `long`)."
@@ -52,34 +69,33 @@ class StreamBatcher:
                  world_size:int=1, # the number of processes sharing the batch
                  drop_last:bool=True, # drop a final window shorter than `seq_len`
                 ):
-        check_arg(batch_size > 0, f"batch size must be positive, not {batch_size}")
-        check_arg(seq_len > 0, f"sequence length must be positive, not {seq_len}")
-        check_arg(batch_size % world_size == 0,
-                  f"batch size {batch_size} must be a multiple of the number of processes ({world_size})")
+        check_arg(batch_size > 0, f"--batch-size must be positive, not {batch_size}")
+        check_arg(seq_len > 0, f"--seq-len must be positive, not {seq_len}")
+        check_arg(batch_size % world_size == 0, f"--batch-size {batch_size} must be a multiple of the number of processes ({world_size})")
         self.batch_size,self.seq_len,self.drop_last = batch_size,seq_len,drop_last
-        n = (len(ids) - 1 - offset) // batch_size  # input characters per stream
-        if n < (seq_len if drop_last else 1):
-            fits = (len(ids) - 1) // seq_len
-            raise ConfigError(
-                f"the text has {len(ids):,} characters, too few for batches of {batch_size} streams × {seq_len} "
-                f"characters (at least {batch_size * seq_len + 1 + offset:,} needed); use a longer text, or a smaller "
-                + (f"batch size (at most {fits}) or " if fits else "") + "sequence length")
-        rows = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
+        self.n = n = (len(ids) - 1 - offset) // batch_size  # input characters per stream
+        if n < (seq_len if drop_last else 1): raise ConfigError(_too_few(len(ids), batch_size, seq_len, offset))
         data = torch.as_tensor(ids)[offset:offset + batch_size * n + 1].to(device)
+        rows = shard_rows(batch_size, rank, world_size)
         self.x = data[:-1].view(batch_size, n)[rows]  # (rows, n), views: no copy
         self.y = data[1:].view(batch_size, n)[rows]
-        self.n = n
 
-    def __len__(self): return self.n // self.seq_len if self.drop_last else math.ceil(self.n / self.seq_len)
-    def __getitem__(self, i:int):
-        if not 0 <= i < len(self): raise IndexError(i)
-        s = slice(i * self.seq_len, (i + 1) * self.seq_len)
-        return self.x[:, s].long(), self.y[:, s].long()  # (rows, seq_len) each
-    def __iter__(self): return (self[i] for i in range(len(self)))
-    @property
-    def device(self): return self.x.device
-    @property
-    def chars_per_window(self): return self.x.shape[0] * self.seq_len
+# %% ../nbs/01_batching.ipynb #12f58c91
+@patch
+def __len__(self:StreamBatcher): return self.n // self.seq_len if self.drop_last else math.ceil(self.n / self.seq_len)
+
+@patch
+def __getitem__(self:StreamBatcher, i:int):
+    if not 0 <= i < len(self): raise IndexError(i)
+    s = slice(i * self.seq_len, (i + 1) * self.seq_len)
+    return self.x[:, s].long(), self.y[:, s].long()  # (rows, seq_len) each
+
+@patch
+def __iter__(self:StreamBatcher): return (self[i] for i in range(len(self)))
+@patch(as_prop=True)
+def device(self:StreamBatcher): return self.x.device
+@patch(as_prop=True)
+def chars_per_window(self:StreamBatcher): return self.x.shape[0] * self.seq_len
 
 # %% ../nbs/01_batching.ipynb #402dbedf
 def eval_batcher(ids:torch.Tensor, # the validation ids
@@ -93,6 +109,6 @@ def eval_batcher(ids:torch.Tensor, # the validation ids
     rows = max(1, min(max_rows, (len(ids) - 1) // seq_len))
     b = StreamBatcher(ids, rows, seq_len, device=device, drop_last=False)
     # the layout does not depend on the number of processes, so neither does the loss; shares may be uneven
-    mine = slice(rank * rows // world_size, (rank + 1) * rows // world_size)
+    mine = shard_rows(rows, rank, world_size)
     b.x, b.y = b.x[mine], b.y[mine]
     return b

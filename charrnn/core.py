@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['CharrnnError', 'ConfigError', 'check_arg', 'get_device', 'atomic_write_bytes']
+__all__ = ['CharrnnError', 'ConfigError', 'check_arg', 'flag', 'get_device', 'atomic_write_bytes']
 
 # %% ../nbs/10_core.ipynb #445bb36d
 class CharrnnError(Exception):
@@ -25,31 +25,51 @@ def check_arg(ok:bool, # the condition that must hold
     "Raise `ConfigError(msg)` unless `ok`."
     if not ok: raise ConfigError(msg)
 
+# %% ../nbs/10_core.ipynb #a108f50e
+def flag(name:str, # a setting's name: a config field or library argument, e.g. 'seq_len'
+        ) -> str:
+    "The command-line flag for setting `name`."
+    return '--' + name.replace('_', '-')
+
 # %% ../nbs/10_core.ipynb #ff2a2533
+def _check_available(dev:torch.device, # a cuda or mps device
+                     spec:str, # what the user asked for, for the message
+                    ):
+    "Raise `ConfigError` unless `dev` exists on this machine."
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r} was asked for, but this machine has no usable CUDA GPU "
+                          f"(torch {torch.__version__}); use --device cpu or auto")
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == 'mps' and not _has_mps():
+        raise ConfigError(f"device 'mps' was asked for, but Apple's MPS is not available here; use --device cpu")
+
+def _has_mps() -> bool: return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
+
+# %% ../nbs/10_core.ipynb #137166d2
 def get_device(spec:str|torch.device='auto', # 'auto' (a GPU if there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'
               ) -> torch.device:
     "The `torch.device` for `spec`; `ConfigError` if it is unknown or not available here."
-    if isinstance(spec, torch.device): spec = str(spec)
     spec = str(spec).strip().lower()
     if spec == 'auto':
-        if torch.cuda.is_available(): return torch.device('cuda')
-        if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
-        return torch.device('cpu')
+        return torch.device('cuda' if torch.cuda.is_available() else 'mps' if _has_mps() else 'cpu')
     try: dev = torch.device(spec)
     except (RuntimeError, ValueError): dev = None
     if dev is None or dev.type not in ('cpu', 'cuda', 'mps'):
         raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {spec!r} was asked for, but this machine has no usable CUDA GPU "
-                              f"(torch {torch.__version__}); use --device cpu or auto")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if dev.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"device 'mps' was asked for, but Apple's MPS is not available here; use --device cpu")
+    if dev.type != 'cpu': _check_available(dev, spec)
     return dev
 
 # %% ../nbs/10_core.ipynb #9543682b
+def _fsync_dir(d:Path): # the folder whose entries (a rename) must reach the disk
+    "Flush a folder's entries to disk, where the system allows it."
+    try:
+        fd = os.open(d, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass  # some systems cannot open or fsync a folder; the rename itself is still atomic
+
+# %% ../nbs/10_core.ipynb #591fc83f
 def atomic_write_bytes(path:str|Path, # the file to create or replace
                        data:bytes, # its new content
                       ):
@@ -67,8 +87,4 @@ def atomic_write_bytes(path:str|Path, # the file to create or replace
         if isinstance(e, OSError) and e.errno and e.filename is None:  # e.g. a full disk: say which file
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    except OSError: pass
+    _fsync_dir(path.parent)  # make the rename itself durable

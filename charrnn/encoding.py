@@ -4,7 +4,6 @@
 
 # %% ../nbs/00_encoding.ipynb #9d82062a
 from __future__ import annotations
-import hashlib, os, tempfile, urllib.error, urllib.request
 from pathlib import Path
 from typing import Iterable
 
@@ -12,12 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import CharrnnError, ConfigError, check_arg
+from .core import CharrnnError
 
 # %% auto #0
-__all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SHA256', 'TextFileError', 'VocabError', 'read_text', 'cache_dir',
-           'file_sha256', 'DownloadError', 'download', 'get_tinyshakespeare', 'resolve_text_path', 'describe_chars',
-           'Vocab', 'one_hot_encoder']
+__all__ = ['TextFileError', 'VocabError', 'read_text', 'describe_chars', 'Vocab', 'one_hot_encoder']
 
 # %% ../nbs/00_encoding.ipynb #401e5a63
 class TextFileError(CharrnnError, ValueError):
@@ -51,71 +48,6 @@ def read_text(path:str|Path, # a UTF-8 text file
     text = data.decode('utf-8').removeprefix('\ufeff').replace('\r\n', '\n')
     if not text: raise TextFileError(f"{p} is empty; charrnn needs text to learn from")
     return text
-
-# %% ../nbs/00_encoding.ipynb #3e8012f4
-TINYSHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-TINYSHAKESPEARE_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
-
-# %% ../nbs/00_encoding.ipynb #cef43aae
-def cache_dir() -> Path:
-    "Where charrnn keeps downloads: `$CHARRNN_CACHE`, else `$XDG_CACHE_HOME/charrnn`, else `~/.cache/charrnn`."
-    if d := os.environ.get('CHARRNN_CACHE'): return Path(d).expanduser()
-    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache').expanduser()/'charrnn'
-
-# %% ../nbs/00_encoding.ipynb #9637c165
-def file_sha256(path:str|Path) -> str:
-    "The sha256 of a file's bytes, as hex."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1<<20), b''): h.update(block)
-    return h.hexdigest()
-
-# %% ../nbs/00_encoding.ipynb #f467308f
-class DownloadError(CharrnnError, OSError):
-    "A download that failed or did not match its checksum."
-
-def download(url:str, # where to fetch from (http, https or file)
-             dest:str|Path, # the file to create; written only once the checksum matches
-             sha256:str, # the expected sha256 of the file, as hex
-             timeout:float=60, # seconds to wait for the server
-            ) -> Path:
-    "Download `url` to `dest` through a temporary file, keeping it only if its sha256 matches."
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.part')
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as r:
-            for block in iter(lambda: r.read(1<<16), b''): h.update(block); out.write(block)
-        if h.hexdigest() != sha256:
-            raise DownloadError(f"{url} sent a file with sha256 {h.hexdigest()[:16]}…, not the expected "
-                                f"{sha256[:16]}…; nothing was saved. Try again later, or fetch the file yourself "
-                                "and set CHARRNN_DATA to its folder")
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError) as e:
-        if isinstance(e, DownloadError): raise
-        raise DownloadError(f"could not download {url} ({getattr(e, 'reason', e)}); check the network, "
-                            "or fetch the file yourself and set CHARRNN_DATA to its folder") from None
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
-    return dest
-
-# %% ../nbs/00_encoding.ipynb #c9186501
-def get_tinyshakespeare(url:str|None=None, # where to download from if no local copy (default: karpathy/char-rnn on GitHub)
-                       ) -> Path:
-    "Path to tiny Shakespeare: `$CHARRNN_DATA/tinyshakespeare.txt` if it exists, else a checked copy in `cache_dir()`, else downloaded there."
-    if d := os.environ.get('CHARRNN_DATA'):
-        if (p := Path(d).expanduser()/'tinyshakespeare.txt').is_file(): return p
-    cached = cache_dir()/'tinyshakespeare.txt'
-    if cached.is_file() and file_sha256(cached) == TINYSHAKESPEARE_SHA256: return cached
-    url = url or os.environ.get('CHARRNN_TINYSHAKESPEARE_URL') or TINYSHAKESPEARE_URL
-    return download(url, cached, TINYSHAKESPEARE_SHA256)
-
-# %% ../nbs/00_encoding.ipynb #fc7ffd00
-def resolve_text_path(text:str|Path, # a path to a text file, or the name `tinyshakespeare`
-                     ) -> Path:
-    "The file that `text` names: the path itself, or tiny Shakespeare for the name `tinyshakespeare`."
-    if str(text) == 'tinyshakespeare' and not Path(text).exists(): return get_tinyshakespeare()
-    return Path(text).expanduser()
 
 # %% ../nbs/00_encoding.ipynb #41f62a63
 def describe_chars(chars:Iterable[str], # characters to list
@@ -167,6 +99,7 @@ def encode(self:Vocab, text:str, # text made of the vocabulary's characters
         raise VocabError(f"{len(bad)} character{'s' if len(bad) > 1 else ''} not in the vocabulary: {describe_chars(bad)}")
     return torch.from_numpy(ids.astype(np.int64)).to(self.dtype)
 
+# %% ../nbs/00_encoding.ipynb #3f44948f
 @patch
 def decode(self:Vocab, ids, # a sequence of ids: list, numpy array or tensor (any device)
           ) -> str:

@@ -1,22 +1,24 @@
 """Shared fixtures for the command-line tests: a small corpus, a runner for the real `charrnn` console script in a
 subprocess with a clean environment, and one tiny trained run folder reused by every test that needs a model.
 
-Every subprocess gets a fresh environment: `CHARRNN_DATA` (the shared corpora), `CHARRNN_CACHE` and `HOME` in a
-temporary folder (the user's real cache is never touched), `OMP_NUM_THREADS=1` (the test machines have two shared
-cores), and a `sitecustomize` that refuses every network connection except to 127.0.0.1, so a test that passes
-proves the command works with no network.
+Tiny Shakespeare comes from the copy that ships inside the package, so the tests need nothing outside the repository.
+Every subprocess gets a fresh environment: `CHARRNN_CACHE` and `HOME` in a temporary folder (the user's real cache is
+never touched), `OMP_NUM_THREADS=1` (the test machines have two shared cores), and a `sitecustomize` that refuses
+every network connection except to 127.0.0.1, so a test that passes proves the command works with no network.
 """
 from __future__ import annotations
 
-import json, os, shutil, subprocess, sys, textwrap
+import gzip, json, os, shutil, subprocess, sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from charrnn.data import CORPORA, CORPORA_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get('CHARRNN_DATA') or REPO.parent/'shared'/'data').resolve()
-TINY_SHAKESPEARE = DATA/'tinyshakespeare.txt'
+# tiny Shakespeare's bytes, from the gzip copy in the package (charrnn.data checks the same sha256 when it unpacks it)
+TINY_SHAKESPEARE_BYTES = gzip.decompress((CORPORA_DIR/CORPORA['tinyshakespeare'].embedded).read_bytes())
 BIN = Path(sys.executable).parent
 CHARRNN = BIN/'charrnn'
 
@@ -77,19 +79,18 @@ def run_cli(sandbox, tmp_path_factory):
     """Run a command in a subprocess with a clean environment and return a `Result`.
 
     `run_cli('train', 'x.txt', ...)` runs the `charrnn` console script; `module='charrnn'` runs
-    `python -m charrnn ...` instead. `env` adds or overrides variables; a value of `None` removes one
-    (e.g. `env={'CHARRNN_DATA': None}`). Unless `env` sets it, `CHARRNN_CACHE` is a fresh empty folder and
-    `CHARRNN_TINYSHAKESPEARE_URL` points at a closed local port, so nothing is ever downloaded by accident."""
+    `python -m charrnn ...` instead. `env` adds or overrides variables; a value of `None` removes one.
+    Unless `env` sets them, `CHARRNN_CACHE` is a fresh empty folder and each downloadable corpus's URL
+    (`CHARRNN_SHAKESPEARE_URL`, ...) points at a closed local port, so nothing is ever downloaded by accident."""
     assert CHARRNN.exists(), f"the charrnn console script is not installed next to {sys.executable} (pip install -e .)"
-    assert TINY_SHAKESPEARE.is_file(), f"{TINY_SHAKESPEARE} is missing: set CHARRNN_DATA to the folder with the corpora"
     counter = iter(range(10**6))
 
     def run(*args, env:dict|None=None, module:str|None=None, exe:list|None=None, cwd=None, timeout:float=180) -> Result:
         base = dict(PATH=f"{BIN}{os.pathsep}/usr/local/bin:/usr/bin:/bin", HOME=str(sandbox/'home'),
                     LANG='C.UTF-8', LC_ALL='C.UTF-8', PYTHONPATH=str(sandbox/'pypath'), PYTHONDONTWRITEBYTECODE='1',
                     OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', MPLBACKEND='Agg', COLUMNS='200',
-                    CHARRNN_DATA=str(DATA), CHARRNN_TINYSHAKESPEARE_URL='http://127.0.0.1:9/input.txt',
-                    CHARRNN_CACHE=str(tmp_path_factory.mktemp(f'cache{next(counter)}')))
+                    CHARRNN_CACHE=str(tmp_path_factory.mktemp(f'cache{next(counter)}')),
+                    **{f'CHARRNN_{name.upper()}_URL': f'http://127.0.0.1:9/{c.file}' for name, c in CORPORA.items()})
         for k, v in (env or {}).items():
             if v is None: base.pop(k, None)
             else: base[k] = str(v)
@@ -103,7 +104,7 @@ def run_cli(sandbox, tmp_path_factory):
 
 def shakespeare_prefix(tmp_path_factory, chars:int) -> Path:
     "The first `chars` characters (whole lines) of tiny Shakespeare, as a UTF-8 file."
-    text = TINY_SHAKESPEARE.read_text(encoding='utf-8')[:chars]
+    text = TINY_SHAKESPEARE_BYTES.decode('utf-8')[:chars]
     p = tmp_path_factory.mktemp('corpus')/f'shakespeare_{chars // 1000}k.txt'
     p.write_text(text[:text.rindex('\n') + 1], encoding='utf-8')
     return p

@@ -4,24 +4,25 @@ Bad input: every case in issue 3's list gives exit status 2 and exactly one line
 `charrnn train: error: ...` or `charrnn generate: error: ...`, with no traceback; `generate` prints nothing on
 stdout; and a run folder that already exists keeps every file byte for byte (a failed run never overwrites or
 deletes a checkpoint). Happy paths: train -> generate from the checkpoint and from the run folder; seeds;
-several samples; the bundled model with no network; `python -m charrnn` and `python -m charrnn.cli`; resume;
-`--help`; the tinyshakespeare download against a local HTTP server (cache, checksum, dead server).
+several samples; min-p; the bundled model with no network; `python -m charrnn` and `python -m charrnn.cli`; resume;
+`--help`. The flags are generated from the config dataclasses (issue 10): every field of `ModelConfig`,
+`TrainConfig` and `Sampler` has its flag, with the field's comment as its help, and a flag's value reaches the run.
+(Downloading a corpus is tested in test_data.py.)
 
 Models are tiny (a 1×32 LSTM, batches of 4×16, a few steps) and one run folder is trained once per session.
 Fixtures are in conftest.py.
 """
 from __future__ import annotations
 
-import hashlib, http.server, json, re, socket, threading
+import json, re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TRAIN_STEPS, TINY_SHAKESPEARE, assert_user_error, checkpoint_summary, snapshot
+from conftest import TINY, TRAIN_STEPS, assert_user_error, checkpoint_summary, safetensors_header, snapshot
 
-TS_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 SHORT = [*TINY, '--max-steps', '2', '--eval-every', '2']  # a tiny run of 2 steps
-SHORT_TS = [*SHORT, '--val-frac', '0.01']  # the same on tiny Shakespeare, validating on 11k characters only
 
 
 def write(path:Path, data:bytes|str) -> Path:
@@ -317,7 +318,7 @@ HELP = {
               '--device': 'cuda:N', '--resume': 'latest checkpoint', '--lr': 'learning rate', '--dropout': 'dropout'},
     'generate': {'--prime': 'text to continue', '--length': 'characters to generate', '--top-k': 'most likely',
                  '--top-p': 'probability', '--num-samples': 'independent samples', '--temperature': 'greedy',
-                 '--seed': 'same text'},
+                 '--seed': 'same text', '--min-p': 'as likely'},
 }
 
 @pytest.mark.parametrize('cmd', HELP)
@@ -331,66 +332,96 @@ def test_help(run_cli, cmd):
     assert not re.findall(r'--\w+_\w+', r.stdout), f'flags must be hyphenated\n{r.stdout}'
 
 
-# ------------------------------------------------------------------ downloading tinyshakespeare
+def flag(name:str) -> str: return '--' + name.replace('_', '-')
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        body = self.server.files.get(self.path)
-        if body is None: self.send_error(404); return
-        self.send_response(200)
-        self.send_header('Content-Type', 'text/plain; charset=utf-8'); self.send_header('Content-Length', str(len(body)))
-        self.end_headers(); self.wfile.write(body)
-    def log_message(self, *args): pass
+def help_of(text:str, option:str) -> str:
+    "The help of `option` in a --help text, on one line."
+    lines = text.splitlines()
+    i = next((i for i, l in enumerate(lines) if re.match(rf'\s+{re.escape(option)}(\s|,|$)', l)), None)
+    assert i is not None, f'{option} missing from\n{text}'
+    block = [lines[i]]
+    for l in lines[i + 1:]:
+        if not l.strip() or re.match(r'\s+-', l) or not l.startswith(' '): break
+        block.append(l)
+    return ' '.join(' '.join(block).split())
 
-@pytest.fixture(scope='module')
-def server():
-    "A local HTTP server: /input.txt is tiny Shakespeare, /corrupt.txt a copy with one byte changed, anything else 404."
-    good = TINY_SHAKESPEARE.read_bytes()
-    assert hashlib.sha256(good).hexdigest() == TS_SHA256
-    bad = bytearray(good); bad[len(bad) // 2] = ord('#') if bad[len(bad) // 2] != ord('#') else ord('%')
-    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
-    srv.files, srv.requests = {'/input.txt': good, '/corrupt.txt': bytes(bad)}, []
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv, f'http://127.0.0.1:{srv.server_address[1]}'
-    srv.shutdown(); srv.server_close()
+def config_classes(cmd:str) -> tuple:
+    from charrnn.model import ModelConfig
+    from charrnn.training import TrainConfig
+    from charrnn.generation import Sampler
+    return {'train': (ModelConfig, TrainConfig), 'generate': (Sampler,)}[cmd]
 
-def download_env(cache:Path, url:str) -> dict:
-    return {'CHARRNN_DATA': None, 'CHARRNN_CACHE': cache, 'CHARRNN_TINYSHAKESPEARE_URL': url}
-
-def test_download_then_cache(run_cli, server, cache_dir, tmp_path):
-    srv, base = server
-    srv.requests.clear()
-    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run1', *SHORT_TS, env=download_env(cache_dir, f'{base}/input.txt'))
+@pytest.mark.parametrize('cmd', ['train', 'generate'])
+def test_every_config_field_has_a_flag(run_cli, cmd):
+    "The flags are generated from the config dataclasses: every field has its flag, whose help is the field's comment."
+    from fastcore.docments import docments
+    r = run_cli(cmd, '--help')
     assert r.returncode == 0, r
-    assert srv.requests == ['/input.txt']
-    assert [p.name for p in cache_dir.iterdir()] == ['tinyshakespeare.txt']
-    assert (cache_dir/'tinyshakespeare.txt').read_bytes() == TINY_SHAKESPEARE.read_bytes()
-    corpus = checkpoint_summary(tmp_path/'run1'/'best.safetensors')['corpus']
-    assert corpus['sha256'] == TS_SHA256 and corpus['name'] == 'tinyshakespeare'
-    # the server now answers 404: the checked copy in the cache is used, and nothing is fetched
-    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run2', *SHORT_TS, env=download_env(cache_dir, f'{base}/gone.txt'))
-    assert r.returncode == 0, r
-    assert srv.requests == ['/input.txt']
-    assert [p.name for p in cache_dir.iterdir()] == ['tinyshakespeare.txt']
+    for cls in config_classes(cmd):
+        comments = docments(cls)
+        for f in fields(cls):
+            comment = ' '.join((comments[f.name] or '').split())
+            assert comment, f'{cls.__name__}.{f.name} has no comment: it is the help of {flag(f.name)}'
+            assert comment in help_of(r.stdout, flag(f.name)), f"{flag(f.name)}'s help is not {comment!r}\n{r.stdout}"
 
-def test_download_with_wrong_checksum_keeps_nothing(run_cli, server, cache_dir, tmp_path):
-    srv, base = server
-    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run', *SHORT_TS, env=download_env(cache_dir, f'{base}/corrupt.txt'))
-    assert_user_error(r, 'train', 'sha256', 'corrupt.txt')
-    assert list(cache_dir.iterdir()) == [], 'a download that fails its checksum must leave nothing in the cache'
+def shown(v) -> str: return f'{v:g}' if isinstance(v, float) else str(v)
+
+def test_help_shows_the_real_defaults(run_cli):
+    "Settings the device's recipe chooses show the recipe's values (issue 10: not the field's); the others their field's."
+    from fastcore.docments import docments
+    from charrnn.run import RECIPES
+    cpu, gpu = ({k: v for part in RECIPES[d].values() for k, v in part.items()} for d in ('cpu', 'cuda'))
+    for cmd in ('train', 'generate'):
+        text = run_cli(cmd, '--help').stdout
+        for cls in config_classes(cmd):
+            comments = docments(cls)
+            for f in fields(cls):
+                if cmd == 'train' and f.name in cpu:
+                    want = f"default: the device's recipe: {shown(cpu[f.name])} on a CPU, {shown(gpu[f.name])} on a GPU"
+                elif f.default is None or isinstance(f.default, bool) or 'default' in (comments[f.name] or ''): continue
+                else: want = f'(default: {shown(f.default)})'
+                assert want in help_of(text, flag(f.name)), f'{flag(f.name)} should show {want!r}:\n{help_of(text, flag(f.name))}'
+
+def test_flags_reach_the_run(run_cli, corpus, tmp_path):
+    "Flags that no other test sets arrive in the run's saved settings under their field's name."
+    given = dict(cell='gru', emb_dim=8, schedule='constant', warmup=3, final_lr_frac=0.2, weight_decay=0.01,
+                 grad_clip=1.5, log_every=1, checkpoint_every=1, val_frac=0.2, precision='fp32')
+    out = tmp_path/'run'
+    r = run_cli('train', corpus, '--out', out, *SHORT, *[a for k, v in given.items() for a in (flag(k), v)])
+    assert r.returncode == 0, r
+    meta = safetensors_header(out/'latest.safetensors')['__metadata__']
+    saved = {**json.loads(meta['config']), **checkpoint_summary(out/'latest.safetensors')['train_config']}
+    assert {k: saved[k] for k in given} == given, saved
+
+def test_generate_min_p(run_cli, trained_run):
+    "--min-p comes from Sampler's field alone; --min-p 1 keeps only the likeliest character: the seed no longer matters."
+    args = ['generate', trained_run, '--prime', 'ROMEO:', '--length', 60]
+    a, b = (run_cli(*args, '--min-p', 1, '--seed', s) for s in (1, 2))
+    assert a.returncode == 0 and a.stdout == b.stdout and len(a.stdout) == len('ROMEO:') + 60 + 1, (a, b)
+    assert a.stdout == run_cli(*args, '--temperature', 0).stdout, 'min-p 1 is greedy decoding'
+
+
+def test_no_command(run_cli):
+    r = run_cli()
+    assert r.returncode == 2 and 'usage: charrnn train' in r.stderr and 'charrnn generate' in r.stderr and r.stdout == '', r
+
+def test_top_level_help_and_version(run_cli):
+    r = run_cli('--help')
+    assert r.returncode == 0 and 'usage: charrnn train' in r.stdout and r.stderr == '', r
+    import charrnn
+    v = run_cli('--version')
+    assert v.returncode == 0 and v.stdout == f'charrnn {charrnn.__version__}\n', v
+
+def test_unknown_command(run_cli):
+    r = run_cli('trian', 'notes.txt')
+    assert r.returncode == 2 and r.stdout == '' and 'Traceback' not in r.stderr, r
+    assert r.stderr.splitlines() == ["charrnn: error: unknown command 'trian'; use 'charrnn train' or 'charrnn generate'"], r
+
+def test_train_needs_out(run_cli, corpus):
+    assert_user_error(run_cli('train', corpus, *SHORT), 'train', '--out', 'required')
+
+@pytest.mark.parametrize('bad', ['--hiden', '--seq_len'])
+def test_unknown_flag(run_cli, corpus, tmp_path, bad):
+    "A misspelt flag, or a setting spelt with '_' (its flag has '-'), is an error, not a silent default."
+    assert_user_error(run_cli('train', corpus, '--out', tmp_path/'run', *SHORT, bad, 32), 'train', bad)
     assert not checkpoints(tmp_path/'run')
-
-def test_download_404(run_cli, server, cache_dir, tmp_path):
-    srv, base = server
-    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run', *SHORT_TS, env=download_env(cache_dir, f'{base}/gone.txt'))
-    assert_user_error(r, 'train', f'{base}/gone.txt', 'not found')
-    assert list(cache_dir.iterdir()) == []
-
-def test_download_from_a_dead_server(run_cli, cache_dir, tmp_path):
-    with socket.socket() as s:  # a port that was free a moment ago and has no listener
-        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    url = f'http://127.0.0.1:{port}/input.txt'
-    r = run_cli('train', 'tinyshakespeare', '--out', tmp_path/'run', *SHORT_TS, env=download_env(cache_dir, url))
-    assert_user_error(r, 'train', url, 'could not download')
-    assert list(cache_dir.iterdir()) == []

@@ -1,15 +1,18 @@
 """The docs site, in a real browser: build it with `tools/build_docs.py`, serve `_docs/` on
 127.0.0.1 and open every page in headless Chromium (Playwright, /usr/bin/chromium).
 
-Checks: every page loads with no console error, failed request or request leaving 127.0.0.1;
-every notebook has its page and every page's sidebar lists every page; every lesson page whose
-notebook has a (visible) image output shows a rendered plot, and the training and generation
-lessons always do once their notebooks exist; every exported function and class has its API entry
-(the anchor nbdev's `_modidx.py` links to) and every other exported name appears on some page;
-every internal link and #anchor resolves. A screenshot of the training page (or, until
-03_training exists, of the last lesson page) is saved in tests/artifacts/.
+Every page is covered, and the pages are found from the notebooks present (nothing is listed here):
+- every page loads with no console error, failed request or request leaving 127.0.0.1;
+- every notebook has its page, and every page's sidebar lists every page, in two sections:
+  "Lessons" (the `0*` notebooks) and "Engine" (the `1*` notebooks), each in file-name order, after the home page;
+- every lesson page shows at least one rendered plot, and every page shows every image its notebook's
+  visible outputs hold (rendered: loaded, with a size);
+- every exported function and class has its API entry (the anchor nbdev's `_modidx.py` links to) and
+  every other exported name appears on some page;
+- every internal link and #anchor on every page resolves.
+A screenshot of the training lesson (or of the last lesson) is saved in tests/artifacts/.
 
-Chromium missing is a failure, not a skip: CI installs it (`apt-get install chromium`).
+Chromium missing is a failure, not a skip: `tools/setup_env.sh` installs it (Debian's chromium).
 """
 from __future__ import annotations
 
@@ -24,8 +27,7 @@ NBS, DOCS, ARTIFACTS = REPO/'nbs', REPO/'_docs', REPO/'tests'/'artifacts'
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync']
-# lessons that must carry a plot as soon as their notebook exists, whatever its outputs are today
-PLOT_REQUIRED = ('03_training.ipynb', '04_generation.ipynb')
+SECTIONS = {'Lessons': '0', 'Engine': '1'}   # sidebar section -> the first character of its notebooks' names
 IMAGE_MIMES = ('image/png', 'image/jpeg', 'image/svg+xml', 'image/gif')
 
 
@@ -39,8 +41,13 @@ def notebooks() -> list[Path]:
     return sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
 
 
+def section(name:str) -> list[Path]:
+    "The notebooks of a sidebar section, in file-name order."
+    return [p for p in notebooks() if p.name.startswith(SECTIONS[name])]
+
+
 def lessons() -> list[Path]:
-    return [p for p in notebooks() if re.match(r'\d', p.name)]
+    return section('Lessons')
 
 
 def visible_image_outputs(nb_path:Path) -> int:
@@ -61,7 +68,6 @@ def visible_image_outputs(nb_path:Path) -> int:
 def built_site():
     env = {**os.environ, 'MPLBACKEND': 'Agg'}
     env.pop('IN_TEST', None)
-    env.setdefault('CHARRNN_DATA', str(REPO.parent/'shared'/'data'))
     t = time.time()
     r = subprocess.run([sys.executable, 'tools/build_docs.py'], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, f'tools/build_docs.py failed (rc {r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}'
@@ -105,6 +111,8 @@ _COLLECT_JS = """() => ({
   plots: [...document.querySelectorAll('.cell-output-display img, .cell-output img')].map(i => ({
       w: i.naturalWidth, h: i.naturalHeight, complete: i.complete, src: i.getAttribute('src').slice(0, 30)})),
   sidebar: [...document.querySelectorAll('nav.sidebar a[href]')].map(a => a.href),
+  sections: [...document.querySelectorAll('nav.sidebar .sidebar-section')].map(s => [
+      s.querySelector('.sidebar-section-title').textContent.trim(), [...s.querySelectorAll('a[href]')].map(a => a.href)]),
   text: document.querySelector('main') ? document.querySelector('main').innerText : document.body.innerText,
   title: document.title,
 })"""
@@ -158,32 +166,29 @@ def test_every_notebook_has_a_page_in_every_sidebar(crawl, base_url):
     for name, info in crawl.items():
         listed = {u.split('#')[0] for u in info['sidebar']}
         assert pages <= listed, f'{name}: sidebar misses {sorted(pages - listed)}'
-    order = [base_url + page_name(nb) for nb in notebooks() if nb.name != 'index.ipynb']
-    side = [u for u in crawl[page_name(lessons()[0])]['sidebar'] if u in order] if lessons() else []
-    assert side == order, f'sidebar is not in notebook order: {side}'
+    stray = [nb.name for nb in notebooks() if nb.name != 'index.ipynb' and nb.name[0] not in SECTIONS.values()]
+    assert not stray, f'notebooks in no sidebar section (name lessons 0*, engine chapters 1*): {stray}'
+    want = [[name, [base_url + page_name(nb) for nb in section(name)]] for name in SECTIONS if section(name)]
+    for name, info in crawl.items():
+        assert info['sections'] == want, (f'{name}: the sidebar sections are not Lessons (0*) and Engine (1*) in '
+                                          f'notebook order:\n{info["sections"]}\nexpected:\n{want}')
+        first = info['sidebar'][0] if info['sidebar'] else None
+        assert first == base_url + 'index.html', f'{name}: the sidebar does not start with the home page: {first}'
 
 
-def _lesson_ids():
-    return [nb.name for nb in lessons()] or ['(no lessons)']
-
-
-@pytest.mark.parametrize('nb_name', _lesson_ids())
-def test_lesson_plots_render(crawl, nb_name):
+@pytest.mark.parametrize('nb_name', [nb.name for nb in notebooks()])
+def test_page_plots_render(crawl, nb_name):
+    "Every image a notebook's visible outputs hold renders on its page; every lesson shows at least one plot."
     nb = NBS/nb_name
-    if not nb.exists(): pytest.skip('no lesson notebooks yet')
     assert page_name(nb) in crawl, f'{nb_name} has no page {page_name(nb)}'
     info = crawl[page_name(nb)]
     rendered = [p for p in info['plots'] if p['complete'] and p['w'] > 0 and p['h'] > 0]
     broken = [p for p in info['plots'] if not (p['complete'] and p['w'] > 0)]
     assert not broken, f'{page_name(nb)}: images that did not render: {broken}'
     n_nb = visible_image_outputs(nb)
-    if nb.name in PLOT_REQUIRED:
-        assert n_nb, f'{nb.name} has no image output: this lesson must show a plot (run the notebook and save it with its outputs)'
-    if n_nb:
-        assert rendered, f'{nb.name} has {n_nb} image output(s) but {page_name(nb)} shows no rendered plot'
-        assert len(rendered) >= n_nb, f'{page_name(nb)} shows {len(rendered)} of the {n_nb} images of {nb.name}'
-    else:
-        pytest.fail(f'{nb.name} has no image output: every lesson shows at least one plot (run it and save its outputs)')
+    if nb in lessons():
+        assert n_nb, f'{nb.name} has no image output: every lesson shows at least one plot (run it and save its outputs)'
+    assert len(rendered) >= n_nb, f"{page_name(nb)} shows {len(rendered)} of the {n_nb} images of {nb.name}'s outputs"
 
 
 def _public_api():
@@ -235,10 +240,8 @@ def test_internal_links_resolve(crawl, base_url):
 
 
 def test_screenshot_of_training_page(crawl, base_url, browser):
-    name = 'training.html' if (NBS/'03_training.ipynb').exists() else None
-    if name is None:   # until 03_training exists: the last lesson with a plot, else the last lesson
-        with_plot = [page_name(nb) for nb in lessons() if crawl[page_name(nb)]['plots']]
-        name = (with_plot or [page_name(nb) for nb in lessons()] or sorted(crawl))[-1]
+    training = [page_name(nb) for nb in lessons() if nb.stem.endswith('_training')]
+    name = (training or [page_name(nb) for nb in lessons()] or sorted(crawl))[-1]
     assert name in crawl, f'{name} was not built'
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     out = ARTIFACTS/(Path(name).stem + '.png')

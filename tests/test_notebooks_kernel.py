@@ -6,8 +6,9 @@ flagged with a flag from settings.ini's `tst_flags` (`#| slow`), `#| eval: false
 calling `nbdev_export()`, and whole notebooks with `skip_exec: true` in their front matter or a
 kernel that is not Python. Markdown and raw cells are not run. As under nbdev_test, IN_TEST=1.
 
-One test per notebook, so a failure names it. CHARRNN_DATA defaults to <repo>/../shared/data;
-MPLBACKEND=Agg; CHARRNN_NB_TIMEOUT sets the per-cell time limit in seconds (default 1800).
+One test per notebook found in nbs/ (nothing is listed here), so a failure names it. The notebooks need
+nothing outside the clone (tiny Shakespeare ships with the package). MPLBACKEND=Agg; CHARRNN_NB_TIMEOUT sets
+the per-cell time limit in seconds (default 1800).
 """
 from __future__ import annotations
 
@@ -54,7 +55,6 @@ def cells_to_run(nb_path:Path, flags:set[str]):
 def notebook_env():
     "The environment the kernels inherit."
     old = dict(os.environ)
-    os.environ.setdefault('CHARRNN_DATA', str(REPO.parent/'shared'/'data'))
     os.environ['MPLBACKEND'] = 'Agg'
     os.environ['IN_TEST'] = '1'
     pp = os.environ.get('PYTHONPATH')

@@ -4,7 +4,7 @@ What a user sees goes through the real command (`python -m charrnn ...` in a sub
 messages); faults that have to be injected (a NaN, an out-of-memory error, a full disk, an interrupt in the middle of
 a write) go through the Python API or `charrnn.cli.main` in this process. Checked here:
 
-- exact resume: a run stopped part-way (SIGTERM, SIGINT, or `Trainer.request_stop`) and resumed ends with the same
+- exact resume: a run stopped part-way (SIGTERM, SIGINT, or `Learner.stop_request`) and resumed ends with the same
   weights, optimizer state, hidden state and RNG states as a run that never stopped, bit for bit, and the same loss at
   every step; also when the stop falls on an epoch boundary;
 - SIGTERM and SIGINT: the step finishes, `latest.safetensors` is written at the step the message names, exit status
@@ -39,9 +39,10 @@ import torch
 
 import charrnn.cli
 from charrnn.model import CharModel
-from charrnn.checkpoint import CheckpointError, load, read_checkpoint
-from charrnn.training import (Trainer, TrainConfig, TrainingDiverged, prepare_text, seed_everything,
-                              unflatten_state)
+from charrnn.checkpoint import CheckpointCB, CheckpointError, load, read_checkpoint, unflatten_state
+from charrnn.training import Learner, TrainConfig, seed_everything
+from charrnn.resilience import DivergenceCB, SignalCB, TrainingDiverged, read_latest, resume
+from charrnn.run import prepare_text
 
 PY = [sys.executable, '-m', 'charrnn']
 TINY = ['--hidden', '32', '--layers', '2', '--dropout', '0.3', '--batch-size', '4', '--seq-len', '16',
@@ -276,27 +277,29 @@ def short_corpus(text_file):
     return vocab, train_ids[:2_000], val_ids[:3_000]
 
 
-def api_trainer(short_corpus, out, max_steps:int, quiet=True, **cfg) -> Trainer:
+def api_trainer(short_corpus, out, max_steps:int, quiet=True, **cfg) -> Learner:
+    "A learner with the callbacks of a real run (as `charrnn.run.train` adds them) that keeps its run in `out`."
     vocab, train_ids, val_ids = short_corpus
     seed_everything(0)
-    model = CharModel(vocab, num_hidden=32, num_layers=2, drop_prob=0.3)
-    cfg = TrainConfig(batch_size=4, seq_len=16, max_steps=max_steps, eval_every=10, ckpt_every=2, precision='fp32',
+    model = CharModel(vocab, hidden=32, layers=2, dropout=0.3)
+    cfg = TrainConfig(batch_size=4, seq_len=16, max_steps=max_steps, eval_every=10, checkpoint_every=2, precision='fp32',
                       **cfg)
-    return Trainer(model, train_ids, val_ids, cfg, out=out, quiet=quiet)
+    return Learner(model, train_ids, val_ids, cfg, cbs=[SignalCB(), DivergenceCB(out), CheckpointCB(out)], quiet=quiet)
 
 
 @pytest.fixture(scope='module')
-def api_straight(short_corpus, work) -> Trainer:
+def api_straight(short_corpus, work) -> Learner:
     t = api_trainer(short_corpus, work/'api-straight', 75)
     t.fit()
+    t.out = work/'api-straight'
     assert t.steps_per_epoch < 40   # the runs below cross epoch boundaries
     return t
 
 
-def stop_at(trainer:Trainer, k:int):
+def stop_at(trainer:Learner, k:int):
     "Ask `trainer` to stop during step `k` (as the signal handler does)."
     def hook(module, args):
-        if module.training and trainer.step == k - 1: trainer.request_stop('SIGINT')
+        if module.training and trainer.step == k - 1: trainer.stop_request = 'SIGINT'
     trainer.model.register_forward_pre_hook(hook)
 
 
@@ -310,7 +313,7 @@ def test_api_stop_and_resume_is_bit_exact(short_corpus, api_straight, tmp_path, 
     assert stopped.stop_reason == 'SIGINT'
     assert stopped.step == k, f"asked to stop during step {k}, it stopped after step {stopped.step}"
     assert_healthy_run(tmp_path/'run', k)
-    resumed = api_trainer(short_corpus, tmp_path/'run', 75).load_state(tmp_path/'run')
+    resumed = resume(api_trainer(short_corpus, tmp_path/'run', 75), read_latest(tmp_path/'run'))
     assert resumed.step == k
     resumed.fit()
     assert resumed.history.train_loss == api_straight.history.train_loss
@@ -418,7 +421,7 @@ def damaged(data:bytes, vocab:str) -> dict:
         'flip in the last byte': flip(data, len(data) - 1, 0xFF),
         'flip in the header length': flip(data, 0), 'flip of the header brace': flip(data, 8),
         'flip in a vocabulary character': flip(data, 8 + header.index(c.encode(), header.index(b'"vocab"'))),
-        'flip in the model config': flip(data, in_header(b'num_hidden\\": ')),
+        'flip in the model config': flip(data, in_header(b'\\"hidden\\": ')),
         'flip in the summary step': flip(data, in_header(b'{\\"step\\": ')),
         'flip in a tensor dtype': flip(data, in_header(b'"dtype":"')),
         'flip in a tensor offset': flip(data, in_header(b'"data_offsets":[')),
@@ -469,9 +472,9 @@ def test_damaged_checkpoints_through_the_command(good_run, text_file, tmp_path):
 def smallest_run(short_corpus, work) -> Path:
     "A run of the smallest model, with a short header, for the byte-by-byte tests."
     vocab, train_ids, val_ids = short_corpus
-    t = Trainer(CharModel(vocab, num_hidden=4, num_layers=1, drop_prob=0.), train_ids, val_ids,
-                TrainConfig(batch_size=2, seq_len=8, max_steps=2, eval_every=2, precision='fp32'), out=work/'smallest',
-                quiet=True)
+    t = Learner(CharModel(vocab, hidden=4, layers=1, dropout=0.), train_ids, val_ids,
+                TrainConfig(batch_size=2, seq_len=8, max_steps=2, eval_every=2, precision='fp32'),
+                cbs=[CheckpointCB(work/'smallest')], quiet=True)
     t.fit()
     return work/'smallest'
 
@@ -569,11 +572,11 @@ def test_absurd_learning_rate_on_the_command_line(text_file, tmp_path):
 # ------------------------------------------------------------------ out of memory
 
 def test_out_of_memory_while_training(text_file, tmp_path, monkeypatch, capsys):
-    real = Trainer.train_step
+    real = Learner.train_step
     def oom_at_step_7(self, x, y):
         if self.step == 6: raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(self, x, y)
-    monkeypatch.setattr(Trainer, 'train_step', oom_at_step_7)
+    monkeypatch.setattr(Learner, 'train_step', oom_at_step_7)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     out = tmp_path/'oom'
     code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 20, '--checkpoint-every', 2], capsys)
@@ -626,14 +629,14 @@ def test_interrupt_in_the_middle_of_a_checkpoint_write(short_corpus, tmp_path, m
 
 def test_full_disk_while_writing(text_file, tmp_path, monkeypatch, capsys):
     "The disk fills up while the checkpoint of step 6 is written: one line naming the file, the one of step 4 stands."
-    real_fsync, real_save, full = os.fsync, Trainer.save_latest, []
-    def save_latest(self):
-        if self.step >= 6: full.append(self.step)
-        return real_save(self)
+    real_fsync, real_save, full = os.fsync, CheckpointCB.save_latest, []
+    def save_latest(self, learn):
+        if learn.step >= 6: full.append(learn.step)
+        return real_save(self, learn)
     def fsync(fd):
         if full: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
-    monkeypatch.setattr(Trainer, 'save_latest', save_latest)
+    monkeypatch.setattr(CheckpointCB, 'save_latest', save_latest)
     monkeypatch.setattr(os, 'fsync', fsync)
     out = tmp_path/'run'
     code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 20, '--checkpoint-every', 2,

@@ -9,10 +9,16 @@ steps `nbdev_docs` runs before it calls Quarto -- `refresh_quarto_yml`, `_build_
 rest apply exactly as they do for Quarto -- and renders nbdev's processed notebooks (`_proc/`)
 with nbconvert's 'basic' HTML template inside a small page shell of its own:
 
-- one page per entry of nbdev's `nbs/sidebar.yml`, in that order, named as Quarto names it (the
-  `output-file` nbdev writes into each page's front matter: `00_encoding.ipynb` -> `encoding.html`);
-- a sidebar on every page listing every page (titles from each notebook's first `# ` heading),
-  and an "On this page" list of its sections;
+- the pages and the sidebar's sections from `nbs/sidebar.yml`, the file Quarto reads too
+  (settings.ini has `custom_sidebar = True`, so nbdev leaves it alone). Its entries are patterns, not lists:
+  `index.ipynb`, then a section "Lessons" of `0*.ipynb` and a section "Engine" of `1*.ipynb`, expanded as
+  Quarto expands them (files matching the glob, `_`/`.` names skipped, by file name unless a numeric `order`
+  is in the front matter), so a new notebook appears in its section by its number alone. A notebook no
+  entry matches is still built, and listed after the sections, with a warning;
+- each page named as Quarto names it (the `output-file` nbdev writes into each page's front matter:
+  `00_encoding.ipynb` -> `encoding.html`);
+- a sidebar on every page listing every page under its section (titles from each notebook's first `# `
+  heading), and an "On this page" list of its sections;
 - heading ids made the way pandoc makes them (`### Vocab.encode` -> `#vocab.encode`), so the API
   links nbdev adds (`encoding.html#vocab`) resolve;
 - Quarto cell options nbdev leaves in cells (`echo`, `output`, `include`, `code-fold`,
@@ -45,10 +51,8 @@ sys.modules.setdefault('rfc3987_syntax', None)
 # ------------------------------------------------------------------ nbdev's processing
 
 def setup_env():
-    "Run from the repo root (nbdev finds settings.ini from the cwd), with the corpora the notebooks read."
+    "Run from the repo root (nbdev finds settings.ini from the cwd), with a non-interactive matplotlib."
     os.chdir(REPO)
-    shared = REPO.parent/'shared'/'data'
-    if 'CHARRNN_DATA' not in os.environ and shared.is_dir(): os.environ['CHARRNN_DATA'] = str(shared)
     os.environ.setdefault('MPLBACKEND', 'Agg')
     os.environ.pop('IN_TEST', None)  # nbdev skips _build_modidx under IN_TEST
 
@@ -91,19 +95,65 @@ def proc_error(e:Exception) -> str:
             "(nbdev's FAQ: 'Found cells containing imports and other code').")
 
 
-def sidebar_entries(nbs:Path) -> list[str]:
-    "The pages in nbdev's sidebar.yml (written by `nbdev_sidebar`, or by hand where custom_sidebar is set), in order."
+_DOC_EXTS = ('.ipynb', '.qmd', '.md')
+
+def _front_order(path:Path):
+    "The numeric `order` in a notebook's or markdown file's front matter, if any (Quarto sorts auto entries by it)."
     import yaml
-    side = yaml.safe_load((nbs/'sidebar.yml').read_text()) or {}
-    res = []
-    def walk(items):
+    try:
+        if path.suffix == '.ipynb':
+            import json
+            cells = json.loads(path.read_text(encoding='utf-8')).get('cells', [])
+            raw = next((''.join(c['source']) for c in cells if c['cell_type'] == 'raw'), '')
+        else: raw = path.read_text(encoding='utf-8')
+        m = re.match(r'\s*---\s*\n(.*?)\n---', raw, re.DOTALL)
+        o = (yaml.safe_load(m[1]) or {}).get('order') if m else None
+        return float(o) if isinstance(o, (int, float)) else None
+    except Exception: return None
+
+
+def expand_contents(spec, nbs:Path) -> list[str]:
+    "A sidebar `contents` string as Quarto expands it: a file, a folder (recursive) or a glob; sorted by `order`, then name."
+    spec = str(spec).strip().lstrip('/')
+    if spec == 'auto': spec = '**/*'
+    if (nbs/spec).is_file(): return [spec]
+    pattern = f'{spec}/**/*' if (nbs/spec).is_dir() else spec
+    found = [p for p in nbs.glob(pattern) if p.is_file() and p.suffix in _DOC_EXTS
+             and not any(part.startswith(('_', '.')) for part in p.relative_to(nbs).parts)]
+    key = lambda p: (_front_order(p) is None, _front_order(p) or 0, p.relative_to(nbs).as_posix())
+    return [p.relative_to(nbs).as_posix() for p in sorted(found, key=key)]
+
+
+def sidebar_sections(nbs:Path) -> list[tuple[str|None, list[str]]]:
+    """The sidebar of `nbs/sidebar.yml` as (section title or None, page sources) groups, in order, patterns expanded;
+    then any notebook it does not reach, in a last untitled group (Quarto builds those pages too)."""
+    import yaml
+    side = yaml.safe_load((nbs/'sidebar.yml').read_text()) if (nbs/'sidebar.yml').exists() else {}
+    contents = ((side or {}).get('website', {}).get('sidebar', {}) or {}).get('contents') or 'auto'
+    groups, seen = [], set()
+    def add(title, srcs):
+        srcs = [s for s in srcs if s not in seen]
+        seen.update(srcs)
+        if srcs:
+            if groups and groups[-1][0] == title and title is None: groups[-1][1].extend(srcs)
+            else: groups.append((title, srcs))
+    def walk(items, title):
+        if isinstance(items, str): return add(title, expand_contents(items, nbs))
         for o in items or []:
-            if isinstance(o, str): res.append(o)
+            if isinstance(o, str): add(title, expand_contents(o, nbs))
             elif isinstance(o, dict):
-                if 'href' in o: res.append(o['href'])
-                walk(o.get('contents'))
-    walk(side.get('website', {}).get('sidebar', {}).get('contents'))
-    return res
+                if 'auto' in o: add(title, expand_contents(o['auto'], nbs))
+                elif 'section' in o:
+                    sec = str(o.get('section') or o.get('text') or '')
+                    if o.get('href'): add(sec, expand_contents(o['href'], nbs))
+                    walk(o.get('contents'), sec)
+                elif 'href' in o: add(title, expand_contents(o['href'], nbs))
+    walk(contents, None)
+    rest = [s for s in expand_contents('**/*.ipynb', nbs) if s not in seen]
+    if rest:
+        print(f'  warning: no entry of {nbs.name}/sidebar.yml matches {", ".join(rest)}: listed after its sections')
+        add(None, rest)
+    return groups
 
 # ------------------------------------------------------------------ Quarto/pandoc bits nbconvert does not know
 
@@ -261,8 +311,14 @@ def exporter():
 
 def page_shell(*, title, description, body, site, pages, current, toc, prev, next_, root) -> str:
     e = html.escape
-    side = '\n'.join(f'<li><a href="{root}{p["out"]}"' + (' class="active" aria-current="page"' if p['out'] == current else '')
-                     + f'>{e(p["title"])}</a></li>' for p in pages)
+    def item(p): return (f'<li><a href="{root}{p["out"]}"' + (' class="active" aria-current="page"' if p['out'] == current else '')
+                         + f'>{e(p["title"])}</a></li>')
+    groups = []
+    for p in pages:
+        if not groups or groups[-1][0] != p.get('section'): groups.append((p.get('section'), []))
+        groups[-1][1].append(item(p))
+    side = '\n'.join((f'<li class="sidebar-section"><span class="sidebar-section-title">{e(sec)}</span><ul>\n'
+                      + '\n'.join(items) + '\n</ul></li>') if sec else '\n'.join(items) for sec, items in groups)
     toc_html = ''
     if toc:
         items = '\n'.join(f'<li class="toc-h{lvl}"><a href="#{e(i)}">{e(t)}</a></li>' for lvl, i, t in toc)
@@ -376,6 +432,9 @@ a:hover { text-decoration: underline; }
 .sidebar ul, .toc ul { list-style: none; margin: 0; padding: 0; }
 .sidebar li a { display:block; padding: .3rem .6rem; border-radius: .3rem; color: var(--fg); }
 .sidebar li a.active { background: #e9f2fc; color: var(--accent); font-weight: 600; }
+.sidebar-section { margin-top: 1rem; }
+.sidebar-section-title { display:block; padding: .2rem .6rem; font-size: .78rem; font-weight: 600; text-transform: uppercase;
+  letter-spacing: .05em; color: var(--muted); }
 .toc h2 { font-size: .8rem; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); margin: 0 0 .4rem; }
 .toc li a { display:block; padding: .12rem 0 .12rem .6rem; border-left: 1px solid var(--border); color: var(--muted); }
 .toc li.toc-h3 a { padding-left: 1.4rem; font-size: .85rem; }
@@ -435,7 +494,7 @@ def site_settings(nbs:Path) -> dict:
                 site_prefix=(w.get('site-url') or (cfg.get('doc_host', '') + cfg.get('doc_baseurl', ''))).rstrip('/') + '/')
 
 
-def load_page(src_rel:str, nbs:Path, proc:Path) -> dict | None:
+def load_page(src_rel:str, nbs:Path, proc:Path, section:str|None=None) -> dict | None:
     "A sidebar entry as a page: its processed notebook, front matter and output name."
     import nbformat, yaml
     from nbdev.doclinks import _nbpath2html
@@ -459,12 +518,12 @@ def load_page(src_rel:str, nbs:Path, proc:Path) -> dict | None:
     out = fm.get('output-file')
     out = (Path(src_rel).parent/out).as_posix() if out else _nbpath2html(Path(src_rel)).as_posix()
     title = fm.get('title') or fm.get('pagetitle') or Path(src_rel).stem
-    return dict(src=src_rel, out=out, nb=nb, title=str(title), description=str(fm.get('description') or ''))
+    return dict(src=src_rel, out=out, nb=nb, title=str(title), description=str(fm.get('description') or ''), section=section)
 
 
 def render_site(nbs:Path, proc:Path, dest:Path) -> list[dict]:
     site = site_settings(nbs)
-    pages = [p for p in (load_page(s, nbs, proc) for s in sidebar_entries(nbs)) if p]
+    pages = [p for sec, srcs in sidebar_sections(nbs) for p in (load_page(s, nbs, proc, sec) for s in srcs) if p]
     if not any(p['out'] == 'index.html' for p in pages):   # no index notebook yet: a plain contents page
         import nbformat
         items = '\n'.join(f'- [{p["title"]}]({p["out"]})' + (f': {p["description"]}' if p['description'] else '') for p in pages)
