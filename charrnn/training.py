@@ -6,7 +6,7 @@
 __all__ = ['TrainConfig', 'lr_at', 'bf16_supported', 'autocast_for', 'make_optimizer', 'seed_everything', 'evaluate', 'History',
            'CancelStepException', 'CancelFitException', 'Callback', 'ValidationCB', 'ProgressCB', 'SampleCB', 'Learner']
 
-# %% ../nbs/03_training.ipynb #1f377153
+# %% ../nbs/03_training.ipynb #4547c6a3
 import contextlib, math, random, sys, textwrap, time
 from dataclasses import dataclass, field
 import numpy as np, torch, torch.nn.functional as F
@@ -18,7 +18,7 @@ from .batching import StreamBatcher, eval_batcher
 from .model import map_hidden, bits_per_char
 from .generation import generate_text
 
-# %% ../nbs/03_training.ipynb #e6d955ba
+# %% ../nbs/03_training.ipynb #73a71a20
 @dataclass
 class TrainConfig:
     "Everything about a training run except the model's shape; `check` rejects settings that cannot work."
@@ -43,7 +43,7 @@ class TrainConfig:
     compile:bool=False              # torch.compile the model
     sample_chars:int=0              # characters sampled after each validation, to watch the text improve (0: none)
 
-# %% ../nbs/03_training.ipynb #3dd254d8
+# %% ../nbs/03_training.ipynb #ff6e39f1
 @patch
 def check(self:TrainConfig) -> TrainConfig:
     "Raise `ConfigError` for any setting that cannot work; return `self`."
@@ -58,7 +58,7 @@ def check(self:TrainConfig) -> TrainConfig:
     need('precision', self.precision in ('auto', 'bf16', 'fp32'), "'auto', 'bf16' or 'fp32'")
     return self
 
-# %% ../nbs/03_training.ipynb #fc2915ee
+# %% ../nbs/03_training.ipynb #d22c7b51
 def lr_at(cfg:TrainConfig, # the run's settings
           step:int, # the step about to be taken (0-based)
           progress:float): # the fraction of the run done, 0 to 1
@@ -67,7 +67,7 @@ def lr_at(cfg:TrainConfig, # the run's settings
     if cfg.schedule == 'constant': return cfg.lr * warm
     return cfg.lr * warm * (cfg.final_lr_frac + (1 - cfg.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.), 1.))))
 
-# %% ../nbs/03_training.ipynb #797def6f
+# %% ../nbs/03_training.ipynb #1caedc67
 def bf16_supported(device:torch.device): # where the model runs
     "Whether bfloat16 autocast is fast on `device`."
     if device.type == 'cuda': return torch.cuda.is_bf16_supported()
@@ -87,7 +87,7 @@ def seed_everything(seed:int): # the seed
     "Seed Python's, numpy's and PyTorch's random number generators."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
-# %% ../nbs/03_training.ipynb #0f237821
+# %% ../nbs/03_training.ipynb #087d1bd8
 @torch.inference_mode()
 def evaluate(model:nn.Module, # the model
              batches:StreamBatcher, # validation windows, e.g. from `eval_batcher`
@@ -106,7 +106,7 @@ def evaluate(model:nn.Module, # the model
     if reduce is not None: sums = reduce(sums)
     return (sums[0] / sums[1]).item()
 
-# %% ../nbs/03_training.ipynb #fed82184
+# %% ../nbs/03_training.ipynb #3961bb5a
 @dataclass
 class History:
     "The loss of every training step and every validation of a run."
@@ -121,20 +121,20 @@ class History:
         "Training and validation loss against steps; returns the figure."
         if ax is None: import matplotlib.pyplot as plt; ax = plt.subplots(figsize=(7, 4))[1]
         steps, loss = self.smoothed()
-        if len(loss): ax.plot(steps, loss, label=f'train (mean of each {int(steps[0])} steps)', alpha=0.8)
+        if len(loss): ax.plot(steps, loss, label='train' + (f' (mean of each {steps[0]} steps)' if steps[0] > 1 else ' (each step)'), alpha=0.8)
         if self.evals:
             ax.plot([e['step'] for e in self.evals], [e['val_loss'] for e in self.evals], 'o-', label='validation')
         ax.set_xlabel('step'); ax.set_ylabel('loss (nats per char)'); ax.set_title(title or '', fontsize=10); ax.grid(alpha=0.3); ax.legend()
         return ax.figure
 
-# %% ../nbs/03_training.ipynb #f63c8809
+# %% ../nbs/03_training.ipynb #5592d210
 class CancelStepException(Exception): "Raised by a callback to skip the rest of a step and its logging point."
 class CancelFitException(Exception): "Raised by a callback to end `fit` at once: no `after_fit` (`cleanup_fit` still runs)."
 class Callback:
     "Handles some of the learner's events: a method named after each, called with the learner, lowest `order` first."
     order = 0
 
-# %% ../nbs/03_training.ipynb #e4b48634
+# %% ../nbs/03_training.ipynb #edbeb25d
 class ValidationCB(Callback):
     "Validate every `eval_every` steps and at the end (unless the last step was validated); print a line each time."
     def after_log(self, learn): # the learner
@@ -147,7 +147,7 @@ class ValidationCB(Callback):
         learn.log(f"step {e['step']:>6} | epoch {e['step'] / learn.steps_per_epoch:5.2f} | train {train} | val {e['val_loss']:.4f} "
                   f"nats ({bits_per_char(e['val_loss']):.3f} bits/char) | {learn.elapsed:6.1f} s")
 
-# %% ../nbs/03_training.ipynb #52169d74
+# %% ../nbs/03_training.ipynb #30075c0d
 class ProgressCB(Callback):
     "A progress bar over the run's steps (in a notebook or a terminal), with the recent training loss."
     def before_fit(self, learn): # the learner
@@ -161,7 +161,7 @@ class ProgressCB(Callback):
     def cleanup_fit(self, learn): # the learner
         if getattr(self, 'bar', None) is not None: self.bar.on_iter_end()
 
-# %% ../nbs/03_training.ipynb #65bd4703
+# %% ../nbs/03_training.ipynb #9fddcd9e
 class SampleCB(Callback):
     "After each validation, print `chars` characters sampled after `prime`, with the same seed each time."
     order = 20
@@ -174,7 +174,7 @@ class SampleCB(Callback):
         text = generate_text(learn.model, self.chars, prime=self.prime, seed=0, temperature=self.temperature)
         learn.log(textwrap.indent(text.strip('\n'), '    '))
 
-# %% ../nbs/03_training.ipynb #6a1c3b19
+# %% ../nbs/03_training.ipynb #5dd7b2db
 class Learner:
     "Trains `model` by truncated BPTT on `train_ids`; callbacks validate, report, and do everything else."
     def __init__(self, model:nn.Module, # the model to train, on the device to train on
@@ -202,7 +202,7 @@ class Learner:
         "Seconds of training: `elapsed` when the clock started, plus the time since."
         return self._clock0[0] + time.perf_counter() - self._clock0[1]
 
-# %% ../nbs/03_training.ipynb #e9d2f009
+# %% ../nbs/03_training.ipynb #6fc2313c
 @patch
 def batcher(self:Learner) -> StreamBatcher:
     "The training windows of the current epoch, for this learner's share of the streams."
@@ -213,7 +213,7 @@ def batcher(self:Learner) -> StreamBatcher:
                                                          rank=self.shard[0], world_size=self.shard[1]), (self.epoch, self.shard)
     return self._batcher
 
-# %% ../nbs/03_training.ipynb #a2c49ce7
+# %% ../nbs/03_training.ipynb #75f4b65e
 @patch
 def total_steps(self:Learner) -> int|None:
     "The step at which the run ends, if its length is set in steps or epochs."
@@ -229,7 +229,7 @@ def done(self:Learner) -> bool:
     "Whether the run has taken all its steps (by `max_steps` or `epochs`)."
     return (t := self.total_steps()) is not None and self.step >= t
 
-# %% ../nbs/03_training.ipynb #1aa9467f
+# %% ../nbs/03_training.ipynb #0fbfc36c
 @patch
 def train_step(self:Learner, x:torch.Tensor, # input ids, (B, T)
                y:torch.Tensor): # target ids: the next character of each, (B, T)
@@ -242,7 +242,7 @@ def train_step(self:Learner, x:torch.Tensor, # input ids, (B, T)
     self.hidden = map_hidden(lambda h: h.detach().float(), hidden)  # carried to the next window, cut from this one's graph
     return loss.detach()
 
-# %% ../nbs/03_training.ipynb #9f762899
+# %% ../nbs/03_training.ipynb #86cafb9d
 @patch
 def one_step(self:Learner):
     "Train on the next window, firing `before_step` and `after_step`."
@@ -252,7 +252,7 @@ def one_step(self:Learner):
     self.step, self.window, self.elapsed = self.step + 1, self.window + 1, self.clock()
     self.fire('after_step')
 
-# %% ../nbs/03_training.ipynb #2cc467fd
+# %% ../nbs/03_training.ipynb #4084af34
 @patch
 def log_point(self:Learner):
     "If this step is a logging point: read the losses back, decide whether to stop, fire `before_log` and `after_log`."
@@ -265,7 +265,7 @@ def log_point(self:Learner):
                      or self.elapsed + 1.5 * self.eval_cost + 1 >= (self.cfg.time_limit or math.inf))
     self.fire('after_log')
 
-# %% ../nbs/03_training.ipynb #a32fad49
+# %% ../nbs/03_training.ipynb #69717e54
 @patch
 def validate(self:Learner) -> float:
     "Evaluate on the validation text; record it (and the best so far); fire `after_validate`."
@@ -279,7 +279,7 @@ def validate(self:Learner) -> float:
     self.eval_cost = time.perf_counter() - t
     return val
 
-# %% ../nbs/03_training.ipynb #64cdd1ca
+# %% ../nbs/03_training.ipynb #6978b37f
 @patch
 def fit(self:Learner) -> History:
     "Train until the run's end or a stop request, firing the events callbacks handle; return the history."
