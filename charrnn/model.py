@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import check_arg
+from .core import check_arg, flag
 from .encoding import Vocab
 
 # %% ../nbs/02_model.ipynb #c5fac8c9
@@ -36,7 +36,7 @@ def check(self:ModelConfig):
     for name in ('hidden', 'layers', 'emb_dim'):
         v = getattr(self, name)
         check_arg((v is None and name == 'emb_dim') or (isinstance(v, int) and v >= 1),
-                  f"--{name.replace('_', '-')} must be a positive whole number, not {v}")
+                  f"{flag(name)} must be a positive whole number, not {v}")
     check_arg(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
               f"--dropout must be at least 0 and below 1, not {self.dropout}")
     return self

@@ -13,7 +13,7 @@ import numpy as np, torch, torch.nn.functional as F
 from torch import nn
 from fastcore.basics import patch, store_attr
 from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
-from .core import check_arg
+from .core import check_arg, flag
 from .batching import StreamBatcher, eval_batcher
 from .model import map_hidden, bits_per_char
 from .generation import generate_text
@@ -47,7 +47,7 @@ class TrainConfig:
 @patch
 def check(self:TrainConfig) -> TrainConfig:
     "Raise `ConfigError` for any setting that cannot work; return `self`."
-    def need(n, ok, what): check_arg(ok, f"--{n.replace('_', '-')} must be {what}, not {getattr(self, n)!r}")  # as the CLI's flag
+    def need(n, ok, what): check_arg(ok, f"{flag(n)} must be {what}, not {getattr(self, n)!r}")
     for n in ('seq_len', 'batch_size', 'eval_every', 'log_every', 'warmup', 'sample_chars'):
         v = getattr(self, n); need(n, isinstance(v, int) and v >= (0 if n in ('warmup', 'sample_chars') else 1), 'a positive whole number')
     for n in ('lr', 'grad_clip', 'checkpoint_seconds'): need(n, getattr(self, n) > 0 and math.isfinite(getattr(self, n)), 'a positive number')
