@@ -28,8 +28,8 @@ __all__ = ['FORMAT', 'FORMAT_VERSION', 'OLD_NAMES', 'RunDir', 'CheckpointError',
 # %% ../nbs/12_checkpoint.ipynb #639f1b00
 class RunDir:
     "A training run's folder: the only place that knows the names of the files in it."
-    def __init__(self, path:str|Path, # the folder (created by the run's first write)
-                ): self.path = Path(path).expanduser()
+    def __init__(self, path, # the folder (created by the run's first write), or a `RunDir`
+                ): self.path = Path(getattr(path, 'path', path)).expanduser()
     best = property(lambda self: self.path/'best.safetensors')      # the model at its best validation loss
     latest = property(lambda self: self.path/'latest.safetensors')  # the model and the whole training state
     history = property(lambda self: self.path/'history.json')       # every loss, and the run's summary
@@ -255,7 +255,7 @@ class CheckpointCB(Callback):
     def __init__(self, run, # the run folder: a `RunDir` or a path
                  corpus:dict|None=None, # facts about the text, for the summary (name, sha256, ...)
                  dist:Dist|None=None, # every process gathers the state; the first writes
-                ): self.run, self.corpus, self.dist = RunDir(getattr(run, 'path', run)), corpus or {}, dist or Dist()
+                ): self.run, self.corpus, self.dist = RunDir(run), corpus or {}, dist or Dist()
     def before_fit(self, learn):
         if self.dist.is_main: self.run.path.mkdir(parents=True, exist_ok=True); self.run.remove_temp_files()
         self.last = time.perf_counter()

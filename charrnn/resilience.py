@@ -25,7 +25,7 @@ __all__ = ['RESUMABLE', 'read_latest', 'restore_training_state', 'resume', 'Sign
 def read_latest(run, # the run folder: a `RunDir` or a path
                ) -> tuple[dict, dict, Path]:
     "The tensors and header of a run's `latest` checkpoint, read and checked once; `CheckpointError` if it cannot be resumed."
-    latest = RunDir(getattr(run, 'path', run)).latest
+    latest = RunDir(run).latest
     if not latest.exists(): raise CheckpointError(f"nothing to resume: {latest} does not exist")
     tensors, meta, path = read_checkpoint(latest)
     if 'train_state' not in meta: raise CheckpointError(f"{path} holds a model but no training state; it cannot be resumed")
@@ -112,7 +112,7 @@ class DivergenceCB(Callback):
     order = -10  # after DistributedCB (the losses are the mean over the processes), before validation and checkpoints
     def __init__(self, run=None, # the run folder to roll back to (None: no rollback)
                  dist:Dist|None=None, # this process's place, if several: each restores its own streams
-                ): self.run, self.dist = run if run is None else RunDir(getattr(run, 'path', run)), dist
+                ): self.run, self.dist = run if run is None else RunDir(run), dist
     def before_log(self, learn):
         bad = ~torch.isfinite(learn.losses)
         if torch.stack([torch.isfinite(p).all() for p in learn.model.parameters()]).all() & ~bad.any(): return  # one read
