@@ -23,7 +23,7 @@ class Corpus:
     "A named text: its file name in the cache, its sha256, where it is published, and its copy in the package, if any."
     file:str                   # the file's name in the cache folder
     sha256:str                 # the sha256 of the file's bytes, as hex
-    url:str                    # where it is published
+    url:str|None               # where it is published (None: only the package's copy exists)
     embedded:str|None = None   # a gzip copy in charrnn/corpora, if the package ships one
     about:str = ''             # one line for people
 
@@ -36,6 +36,8 @@ CORPORA = {
     'shakespeare': Corpus('shakespeare.txt', '582d1c5e8bb8b9d0ad266dbb36b3d87e6380d909d5d73087d1dc227574bc4ebd',
         'https://github.com/charrnn/charrnn/releases/download/corpora-v1/shakespeare.txt',
         about='the complete works: 5.1 M characters, the sonnets, plays and poems (Project Gutenberg)'),
+    'sonnets': Corpus('sonnets.txt', '72c1c92e968bba546deda92629cd1958d264868966d2c27d2c0dcf0bc7980b16', None,
+        embedded='sonnets.txt.gz', about="the sonnets: the first 95,729 characters of 'shakespeare', in none of tiny Shakespeare"),
 }
 
 # %% ../nbs/11_data.ipynb #401aa337
@@ -106,7 +108,8 @@ def get_corpus(name:str, # a key of `CORPORA`, e.g. 'tinyshakespeare' or 'shakes
     dest = cache_dir()/c.file
     if dest.is_file() and file_sha256(dest) == c.sha256: return dest
     dest.unlink(missing_ok=True)  # damaged or tampered with: never used, never left behind
-    if c.embedded and (src := CORPORA_DIR/c.embedded).is_file(): return _unpack(src, _make_folder(dest.parent)/c.file, c.sha256)
+    if c.embedded and ((src := CORPORA_DIR/c.embedded).is_file() or c.url is None):
+        return _unpack(src, _make_folder(dest.parent)/c.file, c.sha256)
     return download(os.environ.get(f'CHARRNN_{name.upper()}_URL') or c.url, dest, c.sha256)
 
 # %% ../nbs/11_data.ipynb #c38b55c6
