@@ -34,6 +34,7 @@ class RunDir:
     latest = property(lambda self: self.path/'latest.safetensors')  # the model and the whole training state
     history = property(lambda self: self.path/'history.json')       # every loss, and the run's summary
     plot = property(lambda self: self.path/'loss.png')              # the loss curves
+    lock = property(lambda self: self.path/'train.lock')            # held by the process training the run (chapter 13)
     files = property(lambda self: (self.best, self.latest, self.history, self.plot))
 
 # %% ../nbs/12_checkpoint.ipynb #4b2ae5b1
@@ -123,8 +124,7 @@ def read_checkpoint(path:str|Path, # a checkpoint file, or a run folder holding 
     if 'header_sha256' in raw and raw['header_sha256'] != _header_sha256(raw):
         raise CheckpointError(f"{path} is corrupt: its header does not match the checksum in it")
     try: tensors = st_load(data)
-    except Exception as e:
-        raise CheckpointError(f"{path} is truncated or corrupt ({str(e).splitlines()[0][:80]})") from None
+    except Exception as e: raise CheckpointError(f"{path} is truncated or corrupt ({str(e).splitlines()[0][:80]})") from None
     if _tensors_sha256(tensors) != raw.get('tensors_sha256'):
         raise CheckpointError(f"{path} is corrupt: its tensors do not match the checksum in its header")
     try: meta = {k: json.loads(v) for k, v in raw.items() if k not in ('format', 'format_version', 'tensors_sha256', 'header_sha256')}
@@ -245,8 +245,8 @@ def summary(learn:Learner, # the learner
     return dict(step=learn.step, epoch=round(learn.step / max(1, learn.steps_per_epoch), 3), val_loss=(h.evals or [{}])[-1].get('val_loss'),
                 best_val_loss=best, val_bits_per_char=None if best is None else bits_per_char(best), train_seconds=round(learn.elapsed, 1),
                 device=str(learn.device), params=num_params(learn.model), corpus=corpus or {}, train_config=asdict(learn.cfg),
-                world_size=(dist or Dist()).world_size, history=dict(evals=h.evals, train_steps=steps.tolist(),
-                                                                    train_loss=[round(float(l), 4) for l in loss]))
+                world_size=(dist or Dist()).world_size, init_from=getattr(learn.model, 'summary', {}).get('init_from'),  # see `train`
+                history=dict(evals=h.evals, train_steps=steps.tolist(), train_loss=[round(float(l), 4) for l in loss]))
 
 # %% ../nbs/12_checkpoint.ipynb #e3c3423c
 class CheckpointCB(Callback):

@@ -24,15 +24,18 @@ class VocabError(CharrnnError, ValueError):
     "Text with characters that a vocabulary does not contain."
 
 # %% ../nbs/00_encoding.ipynb #b3893f60
-def _describe_bad_bytes(p:Path, data:bytes) -> str|None:
-    "Why `data` read from `p` is not UTF-8 text, or `None` if it is."
-    if data[:2] in (b'\xff\xfe', b'\xfe\xff'):
+def _describe_bad_bytes(p:Path, # the file, for the message
+                        data:bytes, # bytes read from it
+                        offset:int=0, # where `data` starts in the file (offsets are reported from the file's start)
+                       ) -> str|None:
+    "Why `data` read from `p` (at `offset`) is not UTF-8 text, or `None` if it is."
+    if offset == 0 and data[:2] in (b'\xff\xfe', b'\xfe\xff'):
         return f"{p} is UTF-16 text; save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)"
     nul = data.find(b'\x00')
-    if nul >= 0: return f"{p} looks like a binary file (a NUL byte at offset {nul:,}); charrnn learns from UTF-8 text files"
+    if nul >= 0: return f"{p} looks like a binary file (a NUL byte at offset {offset + nul:,}); charrnn learns from UTF-8 text files"
     try: data.decode('utf-8')
     except UnicodeDecodeError as e:
-        return (f"{p} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start:,}); "
+        return (f"{p} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {offset + e.start:,}); "
                 "convert it first, e.g. `iconv -f latin1 -t utf-8`")
     return None
 

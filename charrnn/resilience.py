@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_resilience.ipynb #262b6669
 from __future__ import annotations
-import math, signal, threading
+import contextlib, math, os, signal, threading, time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,9 +17,12 @@ from .model import map_hidden
 from .training import Learner, Callback, History, CancelStepException
 from .distributed import Dist
 from .checkpoint import CheckpointError, RunDir, read_checkpoint, current_names, unflatten_state, set_rng_state
+try: import fcntl
+except ImportError: fcntl = None  # Windows
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'read_latest', 'restore_training_state', 'resume', 'SignalCB', 'TrainingDiverged', 'DivergenceCB']
+__all__ = ['RESUMABLE', 'SINCE', 'read_latest', 'restore_training_state', 'run_config', 'resume', 'SignalCB', 'RunInUse',
+           'run_lock', 'TrainingDiverged', 'DivergenceCB']
 
 # %% ../nbs/13_resilience.ipynb #9186dd18
 def read_latest(run, # the run folder: a `RunDir` or a path
@@ -54,6 +57,16 @@ def restore_training_state(learn:Learner, # a learner of the same model and sett
 RESUMABLE = ('max_steps', 'epochs', 'time_limit', 'eval_every', 'log_every', 'checkpoint_every', 'checkpoint_seconds',
              'sample_chars')  # the settings a resumed run may change
 
+# %% ../nbs/13_resilience.ipynb #b42c7793
+SINCE = dict(val_chars='all')  # settings added after a run may have been written: what such a run did
+
+def run_config(tensors:dict, # a `latest` checkpoint's tensors, from `read_checkpoint`
+               meta:dict, # and its header entries
+              ) -> tuple[dict, dict]:
+    "The model's and the training settings of the run in a `latest` checkpoint, with today's names."
+    train = current_names(unflatten_state(meta['train_state'], tensors)['config'])
+    return current_names(meta['config']), SINCE | train
+
 # %% ../nbs/13_resilience.ipynb #cd8ead9b
 def _check_same_run(learn:Learner, tensors:dict, meta:dict, where:Path):
     "Raise `ConfigError` unless `learn` has the characters, model and settings of the run in `meta`."
@@ -61,7 +74,7 @@ def _check_same_run(learn:Learner, tensors:dict, meta:dict, where:Path):
     if old != new: raise ConfigError(f"the text's characters differ from those of the run in {where}: " + '; '.join(filter(None, [
         new - old and f"new: {describe_chars(new - old)}", old - new and f"missing: {describe_chars(old - new)}"]))
         + "; resume with the same text, or start a new run in another folder")
-    saved = current_names(meta['config']) | current_names(unflatten_state(meta['train_state'], tensors)['config'])
+    model, train = run_config(tensors, meta); saved = model | train
     diff = {k: (saved.get(k), v) for k, v in (learn.model.config | asdict(learn.cfg)).items() if k not in RESUMABLE and saved.get(k) != v}
     if diff: raise ConfigError(f"these settings differ from the run in {where}: " + ', '.join(
         f'{flag(k)} ({a} there, {b} here)' for k, (a, b) in diff.items()) + "; resume with the same ones "
@@ -101,6 +114,54 @@ class SignalCB(Callback):
     def cleanup_fit(self, learn):
         for s, h in self.old.items(): signal.signal(s, h)
         self.old = {}
+
+# %% ../nbs/13_resilience.ipynb #dc705492
+class RunInUse(ConfigError):
+    "Another process is training in the run folder."
+
+def _holder(fd:int) -> str:
+    "The process id written in an open lock file (its holder writes it just after it takes the lock)."
+    for _ in range(100):
+        if pid := os.pread(fd, 32, 0).decode(errors='replace').strip(): return pid
+        time.sleep(0.01)
+    return "unknown"
+
+# %% ../nbs/13_resilience.ipynb #e636b33c
+def _take_lock(path:Path) -> int:
+    "Open `path` (created if missing), lock it and write this process's id in it: the open file, or `RunInUse`."
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd); os.close(fd)
+            raise RunInUse(f"{path.parent} is in use: process {pid} is training in it; wait for that run to end "
+                           "(or stop it), or choose another --out") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)): break  # still the file at `path`: ours
+        os.close(fd)  # its last holder removed it after we opened it: lock the file now there
+    os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())
+    return fd
+
+# %% ../nbs/13_resilience.ipynb #2cb9b525
+@contextlib.contextmanager
+def run_lock(run, # the run folder: a `RunDir` or a path (created if missing)
+             dist:Dist|None=None, # this process's place: only the first takes the lock; all raise if it is taken
+            ):
+    "Hold an exclusive OS lock on the run folder while the block runs; `RunInUse`, naming the holder, if another process holds it."
+    run, dist = RunDir(run), dist or Dist()
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"--out {run.path} is a file; give a folder for the run (it is created if missing)")
+    made, fd, err = not run.path.exists(), None, None
+    if dist.is_main and fcntl is not None:  # (no fcntl on Windows: no lock)
+        run.path.mkdir(parents=True, exist_ok=True)
+        try: fd = _take_lock(run.lock)
+        except RunInUse as e: err = str(e)
+    if (err := dist.first(err)) is not None: raise RunInUse(err)
+    try: yield run
+    finally:
+        if fd is not None: run.lock.unlink(missing_ok=True); os.close(fd)  # removed before it is unlocked: see `_take_lock`
+        if made and dist.is_main:
+            with contextlib.suppress(OSError): run.path.rmdir()  # a run that failed before writing anything leaves no folder
 
 # %% ../nbs/13_resilience.ipynb #9319dde2
 class TrainingDiverged(CharrnnError, RuntimeError):

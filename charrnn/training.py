@@ -7,7 +7,7 @@ __all__ = ['TrainConfig', 'lr_at', 'bf16_supported', 'autocast_for', 'make_optim
            'CancelStepException', 'CancelFitException', 'Callback', 'ValidationCB', 'ProgressCB', 'SampleCB', 'Learner']
 
 # %% ../nbs/03_training.ipynb #4547c6a3
-import contextlib, math, random, sys, textwrap, time
+import contextlib, math, random, sys, textwrap, time, typing
 from dataclasses import dataclass, field
 import numpy as np, torch, torch.nn.functional as F
 from torch import nn
@@ -38,6 +38,7 @@ class TrainConfig:
     checkpoint_every:int|None=None  # steps between 'latest' checkpoints (default: eval_every)
     checkpoint_seconds:float=300.   # ... and at least every this many seconds
     val_frac:float=0.1              # the last fraction of the text held out for validation
+    val_chars:int|typing.Literal['all']=250_000 # each validation scores the first this many characters of it, or 'all'
     seed:int=0                      # seeds every random number generator
     precision:str='auto'            # 'bf16' autocast, 'fp32', or 'auto' (bf16 where the hardware has it)
     compile:bool=False              # torch.compile the model
@@ -56,6 +57,7 @@ def check(self:TrainConfig) -> TrainConfig:
     need('weight_decay', 0 <= self.weight_decay < 1, 'in [0, 1)'); need('final_lr_frac', 0 <= self.final_lr_frac <= 1, 'in [0, 1]')
     need('val_frac', 0 < self.val_frac < 1, 'between 0 and 1 (exclusive)'); need('schedule', self.schedule in ('cosine', 'constant'), "'cosine' or 'constant'")
     need('precision', self.precision in ('auto', 'bf16', 'fp32'), "'auto', 'bf16' or 'fp32'")
+    need('val_chars', self.val_chars == 'all' or (type(self.val_chars) is int and self.val_chars >= 2), "a whole number (at least 2) or 'all'")
     return self
 
 # %% ../nbs/03_training.ipynb #d22c7b51
@@ -111,7 +113,7 @@ def evaluate(model:nn.Module, # the model
 class History:
     "The loss of every training step and every validation of a run."
     train_loss:list = field(default_factory=list) # one per step
-    evals:list = field(default_factory=list) # dicts: step, val_loss, train_loss (mean since the last validation), elapsed
+    evals:list = field(default_factory=list) # dicts: step, val_loss, train_loss (mean since the last validation), elapsed, val_chars, ...
     def smoothed(self, window:int|None=None): # steps per point (default: about 200 points in all)
         "Steps and the training loss averaged over each `window` steps (all of them, if fewer)."
         n = len(self.train_loss); w = min(window or max(1, n // 200), max(n, 1)); k = n // w
@@ -122,8 +124,7 @@ class History:
         if ax is None: import matplotlib.pyplot as plt; ax = plt.subplots(figsize=(7, 4))[1]
         steps, loss = self.smoothed()
         if len(loss): ax.plot(steps, loss, label='train' + (f' (mean of each {steps[0]} steps)' if steps[0] > 1 else ' (each step)'), alpha=0.8)
-        if self.evals:
-            ax.plot([e['step'] for e in self.evals], [e['val_loss'] for e in self.evals], 'o-', label='validation')
+        if self.evals: ax.plot([e['step'] for e in self.evals], [e['val_loss'] for e in self.evals], 'o-', label='validation')
         ax.set_xlabel('step'); ax.set_ylabel('loss (nats per char)'); ax.set_title(title or '', fontsize=10); ax.grid(alpha=0.3); ax.legend()
         return ax.figure
 
@@ -145,15 +146,14 @@ class ValidationCB(Callback):
         e, prev = learn.history.evals[-1], (learn.history.evals[-2]['step'] if len(learn.history.evals) > 1 else 0)
         train = 'n/a' if e['train_loss'] is None else f"{e['train_loss']:.4f} (mean of steps {prev + 1}-{e['step']})"
         learn.log(f"step {e['step']:>6} | epoch {e['step'] / learn.steps_per_epoch:5.2f} | train {train} | val {e['val_loss']:.4f} "
-                  f"nats ({bits_per_char(e['val_loss']):.3f} bits/char) | {learn.elapsed:6.1f} s")
+                  f"nats ({bits_per_char(e['val_loss']):.3f} bits/char, {e['val_chars']:,} chars) | {learn.elapsed:6.1f} s")
 
 # %% ../nbs/03_training.ipynb #30075c0d
 class ProgressCB(Callback):
     "A progress bar over the run's steps (in a notebook or a terminal), with the recent training loss."
     def before_fit(self, learn): # the learner
-        show = not learn.quiet and (IN_NOTEBOOK or sys.stdout.isatty())  # not in a log file
-        self.bar = progress_bar(range(learn.total_steps() or 1000), leave=False) if show else None
-        if self.bar is not None: self.bar.on_iter_begin(); self.bar.update(0)
+        show = not learn.quiet and (IN_NOTEBOOK or sys.stdout.isatty()); self.bar = None  # none in a log file
+        if show: self.bar = progress_bar(range(learn.total_steps() or 1000), leave=False); self.bar.on_iter_begin(); self.bar.update(0)
     def after_log(self, learn): # the learner
         if getattr(self, 'bar', None) is None: return  # (no bar, or no fit yet)
         self.bar.update(min(self.bar.total - 1, learn.step if learn.total_steps() else int(1000 * learn.progress())))
@@ -163,15 +163,14 @@ class ProgressCB(Callback):
 
 # %% ../nbs/03_training.ipynb #9fddcd9e
 class SampleCB(Callback):
-    "After each validation, print `chars` characters sampled after `prime`, with the same seed each time."
+    "After each validation, sample `chars` characters after `prime`, with the same seed each time; print it, and keep it in the history."
     order = 20
     def __init__(self, chars:int=200, # characters to sample
                  prime:str='\n', # the text to continue
                  temperature:float=0.8): # below 1: safer choices
         store_attr()
     def after_validate(self, learn): # the learner
-        if learn.quiet: return
-        text = generate_text(learn.model, self.chars, prime=self.prime, seed=0, temperature=self.temperature)
+        learn.history.evals[-1]['sample'] = text = generate_text(learn.model, self.chars, prime=self.prime, seed=0, temperature=self.temperature)
         learn.log(textwrap.indent(text.strip('\n'), '    '))
 
 # %% ../nbs/03_training.ipynb #5dd7b2db
@@ -184,7 +183,8 @@ class Learner:
                  cbs=(), # more callbacks (`ValidationCB` and `ProgressCB` are always there)
                  quiet:bool=False): # print nothing
         self.cfg, self.model, self.net, self.quiet, self.device = (cfg or TrainConfig()).check(), model, model, quiet, model.device
-        self.train_ids, self.val_ids, self.shard, self.reduce = train_ids.to(self.device), val_ids.to(self.device), (0, 1), None
+        self.train_ids, self.shard, self.reduce = train_ids.to(self.device), (0, 1), None
+        self.val_ids = val_ids[:None if self.cfg.val_chars == 'all' else self.cfg.val_chars].to(self.device)  # all that validation scores
         self.opt, self.history, self._pending, self.stop_request, self.stop_reason = make_optimizer(model, self.cfg), History(), [], None, None
         self.step = self.epoch = self.window = self.best_step = 0
         self.hidden, self.elapsed, self.eval_cost, self.lr_scale, self.best_val = None, 0., 0., 1., math.inf
@@ -273,7 +273,7 @@ def validate(self:Learner) -> float:
     val = evaluate(self.model, batches, self.cfg.precision, self.reduce)
     recent = self.history.train_loss[self.history.evals[-1]['step'] if self.history.evals else 0:]
     self.history.evals.append(dict(step=self.step, val_loss=val, train_loss=float(np.mean(recent)) if recent else None,
-                                   elapsed=round(self.elapsed, 2)))
+                                   elapsed=round(self.elapsed, 2), val_chars=batches.batch_size * batches.n))  # characters scored
     if val < self.best_val: self.best_val, self.best_step = val, self.step
     self.fire('after_validate')
     self.eval_cost = time.perf_counter() - t

@@ -23,6 +23,14 @@ a write) go through the Python API or `charrnn.cli.main` in this process. Checke
 - resuming with a text whose characters differ: an error naming them;
 - failed or interrupted runs (an error or Ctrl-C in the middle of a write, a full disk, SIGKILL) never leave a broken
   `latest.safetensors` nor temporary files in `--out` (those a SIGKILL leaves are removed by the next run).
+- one run per folder (issue 14): a second `charrnn train` into a folder being trained, new or `--resume`, exits 2 at
+  once naming the folder and the holder's process id, and changes nothing; `charrnn generate` and `load` read the folder
+  meanwhile; the first run ends bit-identical to an undisturbed one; a SIGKILL leaves no lock anyone holds;
+- resume from the folder alone: the stop message's command (`charrnn train --out DIR --resume`), run verbatim in a
+  shell, ends bit-identical to an uninterrupted run with its own seed and settings; a TEXT given must be the run's
+  (another content with the same characters: a note); explicit flags are checked; a missing text gets one line;
+- bounded validation: every validation scores the first `--val-chars` characters, and history.json and the log say
+  how many.
 
 Models are tiny (a 2×32 LSTM with dropout 0.3, batches of 4 × 16, fp32 on the CPU) and the text is a small
 synthetic corpus written for the session: no data files, no network. The whole file takes about 50 s of CPU on
@@ -720,3 +728,184 @@ def test_killed_before_the_first_latest_checkpoint(text_file, tmp_path, capsys):
     code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 2, '--eval-every', 2], capsys)
     assert code == 0, err
     assert_healthy_run(out, 2)
+
+
+# ------------------------------------------------------------------ one run per folder (issue 14)
+
+import fcntl
+
+from charrnn.batching import eval_batcher
+from charrnn.training import evaluate
+
+RUN_ARGS = [*TINY, '--max-steps', STEPS, '--checkpoint-every', 2, '--eval-every', 20]   # the `straight` run's
+
+
+def lock_is_free(path:Path) -> bool:
+    "Whether nobody holds the lock on `path` (the test takes it, and lets it go at once)."
+    with open(path) as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return True
+
+
+def folder_bytes(folder:Path) -> dict:
+    return {q.name: q.read_bytes() for q in sorted(folder.iterdir())}
+
+
+def test_a_second_trainer_into_a_locked_folder_exits_2(work, text_file, straight):
+    """While a run trains, `charrnn generate` reads its folder (checkpoints are replaced atomically: every read sees a
+    whole file). A second `charrnn train` into the folder, new or `--resume`, exits 2 at once with one line naming the
+    folder and the holder's process id, and changes nothing; the first run ends exactly as one nobody disturbed.
+    The first run is paused with SIGSTOP while the others try (it holds its lock all the while), so that the test
+    does not depend on how fast the machine is."""
+    out = work/'locked'
+    p = start_train(text_file, out, *RUN_ARGS)
+    try:
+        assert wait_until(past_step(out/'latest.safetensors', 2), p), "the run ended before the test could use it"
+        loads = 0
+        while p.poll() is None and ckpt_step(out/'latest.safetensors') < 12:   # reading while latest is replaced
+            assert load(out).summary['step'] >= 2; loads += 1
+        assert loads > 0
+        p.send_signal(signal.SIGSTOP)
+        assert int((out/'train.lock').read_text()) == p.pid and not lock_is_free(out/'train.lock')
+        before = folder_bytes(out)
+        for args in [(text_file, '--out', out, *TINY, '--max-steps', 10),   # a new run
+                     ('--out', out, '--resume'),                            # a resume, from the folder alone
+                     (text_file, '--out', out, '--resume', *TINY)]:         # a resume, as before
+            r = cli('train', *args)
+            assert_one_line_error(r.returncode, r.stderr, 'train', 2, f'{out} is in use', f'process {p.pid}')
+            assert r.stdout == ''
+        g = cli('generate', out, '--length', 20, '--seed', 0)
+        assert g.returncode == 0 and len(g.stdout) == 21, g.stderr
+        assert folder_bytes(out) == before, "a refused run changed the folder"
+        p.send_signal(signal.SIGCONT)
+        stdout, stderr = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None: p.send_signal(signal.SIGCONT); p.kill()
+    assert p.returncode == 0, stderr
+    assert_healthy_run(out, STEPS)
+    assert not (out/'train.lock').exists()
+    assert_same_tensors(train_state(straight/'latest.safetensors')[0], train_state(out/'latest.safetensors')[0])
+
+
+def test_a_sigkill_leaves_no_stale_lock(work, text_file):
+    "SIGKILL cannot be caught, so the lock file stays, with the dead run's process id; but nobody holds its lock."
+    out = work/'killed-holding-the-lock'
+    p = start_train(text_file, out, *RUN_ARGS)
+    try:
+        assert wait_until(past_step(out/'latest.safetensors', 4), p), "the run ended before it could be killed"
+        assert not lock_is_free(out/'train.lock')
+        p.kill(); p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == -signal.SIGKILL
+    assert int((out/'train.lock').read_text()) == p.pid and lock_is_free(out/'train.lock')
+    r = cli('train', '--out', out, '--resume', '--max-steps', 8, '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    assert_healthy_run(out, 8)
+    assert not (out/'train.lock').exists()
+
+
+# ------------------------------------------------------------------ resume from the folder alone; bounded validation
+
+SEEDED = [*TINY, '--seed', 4, '--val-chars', 3000, '--sample-chars', 30, '--max-steps', STEPS, '--checkpoint-every', 2,
+          '--eval-every', 20]
+
+
+@pytest.fixture(scope='module')
+def seeded(work, text_file) -> SimpleNamespace:
+    """The issue's case: a run with a seed and other settings of its own, stopped by SIGTERM, then resumed by running
+    the command its message prints, verbatim, in a shell; and the same run, not interrupted."""
+    straight = work/'seeded-straight'
+    r = cli('train', text_file, '--out', straight, *SEEDED)
+    assert r.returncode == 0, r.stderr
+    out = work/'seeded'
+    p = start_train(text_file, out, *SEEDED)
+    try:
+        assert wait_until(past_step(out/'latest.safetensors', 4), p), "the run ended before it could be interrupted"
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, stderr
+    m = re.search(r'Resume with: (.*)$', stderr, re.M)
+    assert m, stderr
+    command = m.group(1)
+    # verbatim, in a shell, with the console script on the PATH (no GPU: 'auto' picks the CPU the run trained on)
+    env = {**ENV, 'PATH': f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}", 'CUDA_VISIBLE_DEVICES': ''}
+    resumed = subprocess.run(command, shell=True, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=TIMEOUT)
+    return SimpleNamespace(straight=straight, out=out, command=command, stop_stderr=stderr, resumed=resumed)
+
+
+def test_the_stop_message_resume_command_works_verbatim(seeded):
+    assert seeded.command == f"charrnn train --out {shlex.quote(str(seeded.out))} --resume", seeded.stop_stderr
+    r = seeded.resumed
+    assert r.returncode == 0, r.stderr
+    assert re.search(r'resuming at step \d+', r.stdout) and 'note:' not in r.stdout, r.stdout
+    a, _, a_state = train_state(seeded.straight/'latest.safetensors')
+    b, _, b_state = train_state(seeded.out/'latest.safetensors')
+    assert a_state['step'] == b_state['step'] == STEPS
+    assert_same_tensors(a, b)   # weights, optimizer, hidden state, RNG states, every loss: bit for bit
+    assert a_state['config'] == b_state['config'] and b_state['config']['seed'] == 4
+    assert_healthy_run(seeded.out, STEPS)
+
+
+def test_the_validation_character_count_holds(seeded, text_file):
+    "Every validation scores the first --val-chars characters of the validation text, and history.json says how many."
+    _, _, val_ids, _ = prepare_text(text_file)
+    assert len(val_ids) > 3000
+    scored = eval_batcher(val_ids[:3000])
+    n = scored.batch_size * scored.n   # (the streams leave out fewer characters than there are streams)
+    assert 3000 - scored.batch_size <= n <= 3000
+    for run in (seeded.straight, seeded.out):
+        evals = json.loads((run/'history.json').read_text())['evals']
+        assert [e['step'] for e in evals][-1] == STEPS and len(evals) >= 3
+        assert {e['val_chars'] for e in evals} == {n}, evals
+        assert all(len(e['sample']) == 30 + 1 for e in evals)   # --sample-chars 30, after the prime '\n'
+    best = load(seeded.straight/'best.safetensors')
+    val = best.summary['best_val_loss']
+    assert math.isclose(evaluate(best, scored, 'fp32'), val, rel_tol=1e-6)   # those characters, and no others
+    assert not math.isclose(evaluate(best, eval_batcher(val_ids), 'fp32'), val, rel_tol=1e-3)
+    lines = [l for l in seeded.resumed.stdout.splitlines() if l.startswith('step')]
+    assert lines and all(f'{n:,} chars)' in l for l in lines), lines
+
+
+def test_resuming_checks_the_text_and_the_settings(seeded, text_file, tmp_path, capsys):
+    "A TEXT given with --resume must be the run's (another path to the same bytes is fine); explicit flags are checked."
+    run = tmp_path/'run'; shutil.copytree(seeded.out, run)
+    same = tmp_path/'same.txt'; shutil.copy(text_file, same)
+    code, out, err = run_main(['train', same, '--out', run, '--resume', '--device', 'cpu'], capsys)
+    assert code == 0 and 'note:' not in out, err
+    other = tmp_path/'shuffled.txt'   # the same characters, another text
+    lines = text_file.read_text(encoding='utf-8').splitlines(keepends=True)
+    other.write_text(''.join(reversed(lines)), encoding='utf-8')
+    code, out, err = run_main(['train', other, '--out', run, '--resume', '--device', 'cpu'], capsys)
+    assert code == 0 and 'note: the text differs' in out, (out, err)
+    before = folder_bytes(run)
+    for flags, needle in [(['--val-chars', 'all'], "--val-chars (3000 there, all here)"),
+                          (['--seed', 0], '--seed (4 there, 0 here)')]:
+        code, _, err = run_main(['train', '--out', run, '--resume', '--device', 'cpu', *flags], capsys)
+        assert_one_line_error(code, err, 'train', 2, needle)
+    code, _, err = run_main(['train', '--out', tmp_path/'new', '--device', 'cpu'], capsys)
+    assert_one_line_error(code, err, 'train', 2, 'no text to train on', '--resume')
+    assert not (tmp_path/'new').exists()
+    assert folder_bytes(run) == before
+
+
+def test_resume_from_the_folder_alone_when_the_text_is_gone(text_file, tmp_path, monkeypatch, capsys):
+    "A resume that names no text reads the file the run recorded (by its absolute path); if it is gone, one line says so."
+    text = tmp_path/'mine.txt'; shutil.copy(text_file, text)
+    run = tmp_path/'run'
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(['train', 'mine.txt', '--out', run, *TINY, '--max-steps', 4, '--checkpoint-every', 2], capsys)
+    assert code == 0, err
+    assert header_meta(run/'latest.safetensors')['summary']['corpus']['path'] == str(text)
+    monkeypatch.chdir(run)   # elsewhere: the relative path the run was given would not be found from here
+    code, _, err = run_main(['train', '--out', run, '--resume', '--max-steps', 6, '--device', 'cpu'], capsys)
+    assert code == 0, err
+    assert assert_healthy_run(run, 6)['step'] == 6
+    text.unlink()
+    code, _, err = run_main(['train', '--out', run, '--resume', '--max-steps', 8, '--device', 'cpu'], capsys)
+    assert_one_line_error(code, err, 'train', 2, str(text), 'not there', f'charrnn train TEXT --out {run} --resume')

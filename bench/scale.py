@@ -1,0 +1,116 @@
+"""How the cost of a run grows with the size of its text (issue 14): 1, 10, 100 and 1,000 MB.
+
+For each size, a text made by repeating ../shared/data/shakespeare.txt is written to a temporary folder (deleted after,
+with its ids cache), and three fresh processes each measure one thing, so that each peak memory figure is its own:
+
+  cold    `prepare_text` with an empty cache: read, check, build the vocabulary and encode in one streaming pass,
+          write the cache. Peak memory of the process (ru_maxrss) and the time.
+  plain   (only up to --plain-max MB) the lesson's way, for comparison: `read_text`, `Vocab.from_text`, `Vocab.encode`.
+  cached  `prepare_text` again (the ids memory-mapped from the cache), split into what it costs: hashing the text
+          (`file_sha256`) and checking the cache file (`_load_ids`: header, size, CRC-32 of the mapped ids). Then the CPU recipe's model (LSTM 2×384, batch 32 ×
+          100) trains 100 steps (--steps) with one validation at the end, scoring `TrainConfig.val_chars` characters (its
+          default, or the whole split if smaller): step time = (time of `fit` − the validation) / steps. Peak
+          memory of the whole process.
+
+Peak memory (ru_maxrss, `peak … GB`) includes Python, torch and charrnn themselves (about 0.24 GB, printed as `base`: the
+peak after the imports). `+GB` is what preparing added to the peak above the memory in use just before it (Linux: the
+peak is reset through /proc/self/clear_refs first).
+
+    python bench/scale.py                      # 1, 10, 100, 1000 MB (the 1 GB row needs ~3 GB of memory and ~4 GB of disk)
+    python bench/scale.py --sizes 1 10         # just those
+    python bench/scale.py --prep-only          # preparation only: minutes, not an hour, on 2 cores
+"""
+import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import SHARED, emit, machine, table
+
+SOURCE = SHARED/'data'/'shakespeare.txt'
+
+CHILD = r'''
+import json, os, re, resource, sys, time, zlib
+import numpy as np, torch
+def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def status(key): return int(re.search(key + r':\s+(\d+) kB', open('/proc/self/status').read()).group(1)) * 1024
+from charrnn.data import _load_ids, file_sha256, ids_file
+from charrnn.encoding import Vocab, read_text
+from charrnn.run import prepare_text, recipe, run_settings
+from charrnn.model import CharModel
+from charrnn.training import Learner
+stage, path, prep_only, out = sys.argv[1], sys.argv[2], sys.argv[3] == '1', {}
+out['base'] = peak()
+if os.access('/proc/self/clear_refs', os.W_OK): open('/proc/self/clear_refs', 'w').write('5')  # peak (VmHWM) := memory in use now
+rss = status('VmRSS')
+t = time.perf_counter()
+if stage == 'plain':
+    s = read_text(path); v = Vocab.from_text(s); ids = v.encode(s); out['chars'] = len(ids)
+else:
+    vocab, train_ids, val_ids, corpus = prepare_text(path); out['chars'] = corpus['chars']
+out['prep'] = time.perf_counter() - t
+out['prep_mem'] = status('VmHWM') - rss  # what preparing added to the peak, above the memory in use before it
+if stage == 'cached' and not prep_only:
+    steps = int(sys.argv[4])
+    mcfg, cfg = run_settings(dict(max_steps=steps, eval_every=steps), recipe(torch.device('cpu')))
+    learn = Learner(CharModel(vocab, mcfg), train_ids, val_ids, cfg, quiet=True)
+    t = time.perf_counter(); learn.fit(); fit = time.perf_counter() - t
+    e = learn.history.evals[-1]
+    out.update(val=learn.eval_cost, val_chars=e.get('val_chars'), step=(fit - learn.eval_cost) / steps, steps=learn.step,
+               threads=torch.get_num_threads())
+out['peak'] = peak()  # before the timings below map the cache file a second time
+if stage == 'cached':  # the cached preparation's parts: hashing the text, checking the cache file
+    t = time.perf_counter(); sha = file_sha256(path); out['hash'] = time.perf_counter() - t
+    t = time.perf_counter(); assert _load_ids(ids_file(sha), sha) is not None; out['check'] = time.perf_counter() - t  # header, size, CRC-32
+print(json.dumps(out))
+'''
+
+
+def make_text(dest:Path, mb:int) -> Path:
+    "A text of `mb` million bytes: shakespeare.txt repeated (ASCII, so bytes are characters)."
+    body, n = SOURCE.read_bytes(), mb * 1_000_000
+    with open(dest, 'wb') as f:
+        for i in range(0, n, len(body)): f.write(body[:n - i])
+    return dest
+
+
+def child(stage:str, path:Path, cache:Path, prep_only:bool=False, steps:int=100) -> dict:
+    "Run one stage in a fresh process; its figures."
+    env = {**os.environ, 'CHARRNN_CACHE': str(cache)}
+    r = subprocess.run([sys.executable, '-c', CHILD, stage, str(path), str(int(prep_only)), str(steps)], capture_output=True, text=True, env=env)
+    if r.returncode: raise SystemExit(f'{stage} on {path} failed:\n{r.stderr[-3000:]}')
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--sizes', type=int, nargs='+', default=[1, 10, 100, 1000], help='text sizes in MB')
+    ap.add_argument('--plain-max', type=int, default=100, help='measure the plain (whole-text) preparation up to this size in MB')
+    ap.add_argument('--steps', type=int, default=100, help='training steps to time (one validation at the end)')
+    ap.add_argument('--prep-only', action='store_true', help='measure the preparation only (no training, no validation)')
+    ap.add_argument('--tmp', default=None, help='folder for the temporary texts (default: the system temporary folder)')
+    a = ap.parse_args()
+    emit(dict(machine=machine(), OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS')))
+    rows, GB = [], 1e9
+    for mb in a.sizes:
+        tmp = Path(tempfile.mkdtemp(prefix='charrnn-scale-', dir=a.tmp))
+        try:
+            text, cache = make_text(tmp/f'text{mb}.txt', mb), tmp/'cache'
+            cold = child('cold', text, cache)
+            plain = child('plain', text, cache) if mb <= a.plain_max else {}
+            warm = child('cached', text, cache, a.prep_only, a.steps)
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+        row = {'MB': mb, 'chars': cold['chars'],
+               'prep cold s': round(cold['prep'], 2), 'peak cold GB': round(cold['peak'] / GB, 3), 'cold +GB': round(cold['prep_mem'] / GB, 3),
+               'prep cached s': round(warm['prep'], 3), 'cached +GB': round(warm['prep_mem'] / GB, 3),
+               'hash s': round(warm['hash'], 3), 'check s': round(warm['check'], 3),
+               'plain prep s': round(plain['prep'], 2) if plain else '–', 'peak plain GB': round(plain['peak'] / GB, 3) if plain else '–',
+               'plain +GB': round(plain['prep_mem'] / GB, 3) if plain else '–'}
+        if not a.prep_only:
+            row.update({'val s': round(warm['val'], 2), 'val chars': warm['val_chars'], 'step ms': round(warm['step'] * 1e3, 1),
+                        'peak train GB': round(warm['peak'] / GB, 3)})
+        row['base GB'] = round(cold['base'] / GB, 3)
+        emit(dict(row, cold=cold, plain=plain, cached=warm)); rows.append(row)
+    print(table(rows, list(rows[0])))
+
+
+if __name__ == '__main__': main()
