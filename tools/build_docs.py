@@ -245,6 +245,8 @@ def read_frontmatter(nb) -> dict:
 
 def prepare_nb(nb, md=pandoc_md):
     "Apply Quarto's cell options to a processed notebook, and `md` to its markdown (cells and outputs), in place."
+    # saved widget state would make nbconvert show a widget view the static site cannot run; the text/html fallback shows
+    nb.metadata.pop('widgets', None)
     cells = []
     for cell in nb.cells:
         if cell.cell_type == 'markdown':
