@@ -4,35 +4,40 @@
 
 # %% ../nbs/16_run.ipynb #73821faa
 from __future__ import annotations
-import math, os
+import contextlib, math, os
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
-from .core import ConfigError, check_arg
-from .encoding import Vocab, read_text
+from .core import ConfigError, check_arg, flag
+from .encoding import Vocab, read_text, describe_chars
 from .data import resolve_text_path, file_sha256
 from .batching import split_data
 from .model import CharModel, ModelConfig, num_params
 from .training import Learner, TrainConfig, bf16_supported, seed_everything
 from .distributed import Dist, init_distributed, distribute
-from .checkpoint import RunDir, CheckpointCB, current_names, unflatten_state
-from .resilience import SignalCB, DivergenceCB, read_latest, resume as resume_run
+from .checkpoint import RunDir, CheckpointCB, CheckpointError, current_names, unflatten_state
+from .checkpoint import read_checkpoint, model_from_checkpoint, bundled_model_path
+from .transfer import grow_vocab, remap
+from .resilience import SignalCB, DivergenceCB, read_latest, resume as resume_run, run_config, run_lock
+from .data import CORPORA
 
 # %% auto #0
-__all__ = ['RECIPES', 'prepare_text', 'recipe', 'fit_batch_to_text', 'saved_settings', 'run_settings', 'check_out', 'train']
+__all__ = ['RECIPES', 'FINE_TUNE_LR', 'prepare_text', 'recipe', 'fit_batch_to_text', 'saved_settings', 'run_settings',
+           'check_out', 'read_source', 'source_settings', 'with_source_chars', 'train']
 
 # %% ../nbs/16_run.ipynb #9952091c
+from .data import text_ids
+
 def prepare_text(text:str|Path, # a path to a UTF-8 text file, or a corpus name such as 'tinyshakespeare'
                  val_frac:float=0.1, # the fraction held out at the end for validation
                 ):
-    "Read `text`; return its `Vocab`, training ids, validation ids and a description of the corpus."
+    "Read `text` (streamed, its ids cached: `text_ids`); return its `Vocab`, training ids, validation ids and a description of the corpus."
     path = resolve_text_path(text)
-    s = read_text(path)
-    vocab = Vocab.from_text(s)
-    train_ids, val_ids = split_data(vocab.encode(s), val_frac)
-    return vocab, train_ids, val_ids, dict(name=path.stem, path=str(path), sha256=file_sha256(path), chars=len(s), vocab_size=len(vocab))
+    vocab, ids, sha256 = text_ids(path)
+    train_ids, val_ids = split_data(ids, val_frac)
+    return vocab, train_ids, val_ids, dict(name=path.stem, path=str(path), sha256=sha256, chars=len(ids), vocab_size=len(vocab))
 
 # %% ../nbs/16_run.ipynb #3434de2b
 RECIPES = {  # chosen by measurement on a 2-core CPU (bench/README.md has the search); the GPU recipe is not yet measured
@@ -67,9 +72,9 @@ def fit_batch_to_text(cfg:TrainConfig, # settings to adjust in place
 # %% ../nbs/16_run.ipynb #87c21b62
 def saved_settings(ckpt:tuple, # a run's latest checkpoint, from `read_latest`
                   ) -> dict:
-    "The model and training settings of the run a checkpoint belongs to, with today's names."
-    tensors, meta, _ = ckpt
-    return dict(model=current_names(meta['config']), train=current_names(unflatten_state(meta['train_state'], tensors)['config']))
+    "The model and training settings of the run a checkpoint belongs to (`run_config`), and the text it trained on."
+    model, train = run_config(*ckpt[:2])
+    return dict(model=model, train=train, corpus=(ckpt[1].get('summary') or {}).get('corpus') or {})
 
 # %% ../nbs/16_run.ipynb #6822e4f7
 def run_settings(settings:dict, # settings given: any field of `ModelConfig` or `TrainConfig`
@@ -88,13 +93,61 @@ def run_settings(settings:dict, # settings given: any field of `ModelConfig` or 
 def check_out(run:RunDir, # the run folder asked for
               resume:bool, # whether the run continues the one in it
              ):
-    "Raise `ConfigError` unless `run` can take this run."
-    if run.path.exists() and not run.path.is_dir():
-        raise ConfigError(f"--out {run.path} is a file; give a folder for the run (it is created if missing)")
+    "Raise `ConfigError` unless `run` can take this run (`train` asks holding the folder's lock, `run_lock`)."
     if resume and not run.latest.exists():
         raise ConfigError(f"nothing to resume in {run.path}: no {run.latest.name} there; start without --resume")
     if run.latest.exists() and not resume:
         raise ConfigError(f"{run.path} already holds a training run; add --resume to continue it, or choose another --out")
+
+# %% ../nbs/16_run.ipynb #4ed76fbb
+def read_source(init_from:str|Path, # a checkpoint file or run folder, or 'bundled' (the model that ships with charrnn)
+               ) -> tuple[CharModel, dict]:
+    "The model a run starts from, and what the run records of it: its file, sha256 and summary."
+    path = bundled_model_path() if str(init_from) == 'bundled' and not Path(init_from).exists() else Path(init_from)
+    try: tensors, meta, path = read_checkpoint(path)
+    except CheckpointError as e: raise CheckpointError(f"--init-from: {e}") from None
+    model = model_from_checkpoint(tensors, meta, path)
+    return model, dict(path=str(path), sha256=file_sha256(path), summary={k: v for k, v in model.summary.items() if k != 'history'})
+
+# %% ../nbs/16_run.ipynb #eccfd984
+FINE_TUNE_LR = 1e-3  # the learning rate of a run started from a trained model, unless --lr (bench/finetune_lr.py)
+
+def source_settings(model:CharModel, # the model the run starts from
+                    settings:dict, # the settings given
+                    device:torch.device, # where the run trains: its recipe gives the training settings
+                   ) -> dict:
+    "The base settings of a run that starts from `model`: its shape, the recipe's training at `FINE_TUNE_LR`; `ConfigError` for a size that differs."
+    c, shape = model.config, {k: v for k, v in model.config.items() if k != 'dropout'}
+    bad = [k for k in shape if k in settings and settings[k] != shape[k]]
+    check_arg(not bad, f"{', '.join(f'{flag(k)} {settings[k]}' for k in bad)}: the model given by --init-from is {c['cell'].upper()} "
+              f"{c['layers']}×{c['hidden']}, embedding {c['emb_dim']}, and a fine-tuned model keeps its shape; leave out {', '.join(map(flag, bad))}")
+    return dict(model=c, train=recipe(device)['train'] | dict(lr=FINE_TUNE_LR))
+
+# %% ../nbs/16_run.ipynb #236a6084
+def with_source_chars(source:tuple|None, # the model the run starts from and its record, from `read_source`
+                      ckpt:tuple|None, # the checkpoint the run resumes from, from `read_latest`
+                      vocab:Vocab, # the text's vocabulary
+                      *ids:torch.Tensor, # the text's ids in it (training, validation)
+                     ) -> tuple:
+    "The run's vocabulary (its text's, plus the characters of the model it started from), the ids in it, and that model's record."
+    origin = source[1] if source else ((ckpt[1].get('summary') or {}).get('init_from') if ckpt else None)
+    if origin is None: return (vocab, *ids, None)
+    big = Vocab(vocab.itos + (source[0].vocab.itos if source else list(ckpt[1]['vocab'])))
+    return (big, *(remap(i, vocab, big) for i in ids), origin)
+
+# %% ../nbs/16_run.ipynb #6269ee6d
+def _model(vocab:Vocab, mcfg:ModelConfig, source:tuple|None, origin:dict|None) -> CharModel:
+    "The run's model: new, or the source model grown to `vocab`; its summary records the model it started from."
+    model = CharModel(vocab, mcfg)
+    if source: model.load_state_dict(grow_vocab(source[0], vocab).state_dict())
+    if origin: model.summary['init_from'] = origin
+    return model
+
+def _source_line(source:tuple, vocab:Vocab) -> str:
+    "What the run starts from, printed before it starts."
+    s, new = source[1]['summary'], sorted(set(vocab.itos) - set(source[0].vocab.itos))
+    return (f"starting from {source[1]['path']} ({s.get('step', '?')} steps on {s.get('corpus', {}).get('name', 'its text')}); "
+            + (f"{len(new)} new character{'s' * (len(new) > 1)}: {describe_chars(new)}" if new else "no new characters"))
 
 # %% ../nbs/16_run.ipynb #cfff5182
 def _start_line(learn:Learner, corpus:dict, run:RunDir|None, resumed:bool) -> str:
@@ -115,43 +168,65 @@ def _check_fits(cfg:TrainConfig, n:int, corpus:dict):
                       f"{cfg.batch_size} streams × {cfg.seq_len} characters (that needs a text of about {math.ceil(need / (1 - cfg.val_frac)):,} "
                       "characters); use a longer text, or a smaller batch size" + (f" (at most {fits})" if fits else '') + " or sequence length")
 
+# %% ../nbs/16_run.ipynb #976a4f66
+def _run_text(corpus:dict, # the text a run trained on, as its checkpoint records it
+              run:RunDir, # the run
+             ) -> str:
+    "The text a resumed run trained on, for a resume that names none: the file recorded, else the named corpus it was."
+    if (path := corpus.get('path')) and Path(path).is_file(): return path
+    if corpus.get('name') in CORPORA: return corpus['name']  # its cached copy is gone: made again (and its sha256 compared)
+    raise ConfigError(f"the run in {run.path} trained on {path or 'a text it did not record'}, which is not there now; "
+                      f"give the text: charrnn train TEXT --out {run.path} --resume")
+
 # %% ../nbs/16_run.ipynb #1afbf9e4
-def _learner(text:str|Path, # the text file or corpus name
+def _learner(text:str|Path|None, # the text file or corpus name (None: the resumed run's own)
              run:RunDir|None, # the run folder, if any
              ckpt:tuple|None, # the run's latest checkpoint, when it resumes (from `read_latest`)
              settings:dict, # the settings given
              device:torch.device, # where to train
              dist:Dist, # this process's place
              quiet:bool, # print nothing
+             source:tuple|None=None, # the model a new run starts from, and its record (from `read_source`)
             ) -> Learner:
     "The learner of a run, with its callbacks, set up for this process, at the step it resumes from."
-    mcfg, cfg = run_settings(settings, saved_settings(ckpt) if ckpt else recipe(device))
-    vocab, train_ids, val_ids, corpus = prepare_text(text, cfg.val_frac)
+    base = saved_settings(ckpt) if ckpt else source_settings(source[0], settings, device) if source else recipe(device)
+    mcfg, cfg = run_settings(settings, base)
+    vocab, train_ids, val_ids, corpus = prepare_text(_run_text(base['corpus'], run) if text is None else text, cfg.val_frac)
+    corpus['path'] = str(Path(corpus['path']).resolve())  # so that a resume that names no text finds it from anywhere
+    vocab, train_ids, val_ids, origin = with_source_chars(source, ckpt, vocab, train_ids, val_ids)
     note = fit_batch_to_text(cfg, len(train_ids), {k for k in ('batch_size', 'seq_len') if k in settings}, dist.world_size)
     _check_fits(cfg, len(train_ids), corpus)
     seed_everything(cfg.seed)
     cbs = [SignalCB(), DivergenceCB(run, dist)] + ([CheckpointCB(run, corpus, dist)] if run is not None else [])
-    learn = distribute(Learner(CharModel(vocab, mcfg).to(device), train_ids, val_ids, cfg, cbs=cbs, quiet=quiet), dist)
+    learn = distribute(Learner(_model(vocab, mcfg, source, origin).to(device), train_ids, val_ids, cfg, cbs=cbs, quiet=quiet), dist)
     if note: learn.log(note)
+    if source: learn.log(_source_line(source, vocab))
     if ckpt: resume_run(learn, ckpt, corpus, dist)
     learn.log(_start_line(learn, corpus, run, ckpt is not None))
     return learn
 
 # %% ../nbs/16_run.ipynb #53688155
-def train(text:str|Path, # a text file, or a corpus name such as 'tinyshakespeare'
+def train(text:str|Path|None=None, # a text file, or a corpus name such as 'tinyshakespeare' (resuming: the run's own, if left out)
           out:str|Path|None=None, # the run folder (checkpoints, history, plot); None keeps nothing on disk
           device='auto', # 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device
           resume:bool=False, # continue the run in `out`
+          init_from:str|Path|None=None, # start a new run from this trained model: a checkpoint, a run folder, or 'bundled'
           quiet:bool=False, # print nothing
           **settings, # any `ModelConfig` or `TrainConfig` field (hidden, layers, dropout, seq_len, lr, max_steps, ...)
          ) -> Learner:
     "Train a `CharModel` on `text` with the device's recipe, overridden by `settings`; return the `Learner`."
     dist, device = init_distributed(device)
     run, settings = None if out is None else RunDir(out), {k: v for k, v in settings.items() if v is not None}
+    check_arg(init_from is None or not resume, "--init-from starts a new run and --resume continues the one in --out: give one "
+              "of them (a run started from --init-from continues with --resume alone)")
     if run is not None and int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')) > 0:
         resume = resume or run.latest.exists()  # torchrun restarted the processes after a failure: continue
     check_arg(run is not None or not resume, "--resume needs --out: the folder of the run to continue")
-    if run is not None: check_out(run, resume)
-    learn = _learner(text, run, read_latest(run) if resume else None, settings, device, dist, quiet)  # read and checked once
-    learn.fit()
+    check_arg(text is not None or resume, "no text to train on: give a text file or a corpus name such as 'tinyshakespeare' "
+              "(only --resume may leave it out: it takes the run's own)")
+    with run_lock(run, dist) if run is not None else contextlib.nullcontext():  # one run per folder
+        if run is not None: check_out(run, resume)
+        source = read_source(init_from) if init_from is not None and not resume else None  # (torchrun's restart resumes)
+        learn = _learner(text, run, read_latest(run) if resume else None, settings, device, dist, quiet, source)  # read and checked once
+        learn.fit()
     return learn

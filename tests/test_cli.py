@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TRAIN_STEPS, assert_user_error, checkpoint_summary, safetensors_header, snapshot
+from conftest import (TINY, TINY_SHAKESPEARE_BYTES, TRAIN_STEPS, assert_user_error, checkpoint_summary, safetensors_header,
+                      snapshot)
 
 SHORT = [*TINY, '--max-steps', '2', '--eval-every', '2']  # a tiny run of 2 steps
 
@@ -318,7 +319,9 @@ HELP = {
               '--device': 'cuda:N', '--resume': 'latest checkpoint', '--lr': 'learning rate', '--dropout': 'dropout'},
     'generate': {'--prime': 'text to continue', '--length': 'characters to generate', '--top-k': 'most likely',
                  '--top-p': 'probability', '--num-samples': 'independent samples', '--temperature': 'greedy',
-                 '--seed': 'same text', '--min-p': 'as likely'},
+                 '--seed': 'same text', '--min-p': 'as likely', '--prime-file': 'newlines'},
+    'evaluate': {'CHECKPOINT': "'bundled'", 'TEXT': 'text file to score', '--ngram': 'Kneser-Ney', '--train-text': 'fit',
+                 '--device': 'cuda:N'},
 }
 
 @pytest.mark.parametrize('cmd', HELP)
@@ -403,7 +406,8 @@ def test_generate_min_p(run_cli, trained_run):
 
 def test_no_command(run_cli):
     r = run_cli()
-    assert r.returncode == 2 and 'usage: charrnn train' in r.stderr and 'charrnn generate' in r.stderr and r.stdout == '', r
+    assert r.returncode == 2 and r.stdout == '', r
+    assert 'usage: charrnn train' in r.stderr and 'charrnn generate' in r.stderr and 'charrnn evaluate CHECKPOINT TEXT' in r.stderr, r
 
 def test_top_level_help_and_version(run_cli):
     r = run_cli('--help')
@@ -415,7 +419,8 @@ def test_top_level_help_and_version(run_cli):
 def test_unknown_command(run_cli):
     r = run_cli('trian', 'notes.txt')
     assert r.returncode == 2 and r.stdout == '' and 'Traceback' not in r.stderr, r
-    assert r.stderr.splitlines() == ["charrnn: error: unknown command 'trian'; use 'charrnn train' or 'charrnn generate'"], r
+    assert r.stderr.splitlines() == ["charrnn: error: unknown command 'trian'; use 'charrnn train', 'charrnn generate' "
+                                     "or 'charrnn evaluate'"], r
 
 def test_train_needs_out(run_cli, corpus):
     assert_user_error(run_cli('train', corpus, *SHORT), 'train', '--out', 'required')
@@ -425,3 +430,164 @@ def test_unknown_flag(run_cli, corpus, tmp_path, bad):
     "A misspelt flag, or a setting spelt with '_' (its flag has '-'), is an error, not a silent default."
     assert_user_error(run_cli('train', corpus, '--out', tmp_path/'run', *SHORT, bad, 32), 'train', bad)
     assert not checkpoints(tmp_path/'run')
+
+
+# ------------------------------------------------------------------ evaluate (issue 11)
+
+EVAL_LINE = re.compile(r'model: ([\d.]+) nats/char, ([\d.]+) bits/char over ([\d,]+) characters of (.+)')
+NGRAM_LINE = re.compile(r'(\d+)-gram: ([\d.]+) nats/char, ([\d.]+) bits/char \(interpolated Kneser-Ney, fitted on (.+): ([\d,]+) characters\)')
+
+def parse_evaluate(r) -> tuple:
+    "The (nats, bits, characters) of `charrnn evaluate`'s first line, and the n-gram line's match (or None)."
+    assert r.returncode == 0 and r.stderr == '', r
+    lines = r.stdout.splitlines()
+    m = EVAL_LINE.fullmatch(lines[0])
+    assert m, r
+    ngram = NGRAM_LINE.fullmatch(lines[1]) if len(lines) > 1 else None
+    assert len(lines) == (2 if ngram else 1), r
+    return float(m[1]), float(m[2]), int(m[3].replace(',', '')), ngram
+
+def ngram_bits(order:int, train:str, text:str) -> float:
+    "What `--ngram` should print: `charrnn.insight.NGramLM` fitted on `train`, over the characters of both texts."
+    from charrnn.encoding import Vocab
+    from charrnn.insight import NGramLM
+    vocab = Vocab(set(train) | set(text))
+    return NGramLM(order, len(vocab)).fit(vocab.encode(train)).bits_per_char(vocab.encode(text))
+
+def tiny_shakespeare_split(val_frac:float=0.1) -> tuple[str, str]:
+    "Tiny Shakespeare's training and validation text, cut as training cuts it (`split_data`)."
+    text = TINY_SHAKESPEARE_BYTES.decode('utf-8')
+    n_val = round(len(text) * val_frac)
+    return text[:len(text) - n_val], text[len(text) - n_val:]
+
+def test_evaluate_reproduces_the_bundled_models_validation_loss(run_cli, tmp_path):
+    """On tiny Shakespeare's validation split, `charrnn evaluate bundled` gives the validation loss the model's training
+    recorded (within 0.01 nats; the cut into streams is validation's, so it is within 1e-3), over every character but
+    the first; `--ngram 5` beside it is fitted on the recorded corpus's training split (the first 90%) and is worse."""
+    import math
+    from charrnn.checkpoint import bundled_model_path
+    train, val = tiny_shakespeare_split()
+    path = write(tmp_path/'val.txt', val)
+    r = run_cli('evaluate', 'bundled', path, '--ngram', 5, timeout=900)
+    nats, bits, n, ngram = parse_evaluate(r)
+    recorded = checkpoint_summary(bundled_model_path())['val_loss']
+    assert abs(nats - recorded) < 1e-3, (nats, recorded)
+    assert n == len(val) - 1 == 111_538 and abs(bits - nats / math.log(2)) < 1e-4, r
+    assert ngram and ngram[1] == '5' and 'the first 90% of' in ngram[4] and int(ngram[5].replace(',', '')) == len(train), r
+    assert abs(float(ngram[3]) - ngram_bits(5, train, val)) < 1e-4 and float(ngram[3]) > bits, r
+
+def test_evaluate_a_run_folder_and_a_checkpoint(run_cli, trained_run, corpus, tmp_path):
+    "A run folder means its best checkpoint; the text may be any file of the model's characters; --ngram fits on the run's corpus file."
+    text = write(tmp_path/'lines.txt', corpus.read_text()[-3000:])
+    folder, file = (run_cli('evaluate', p, text, '--ngram', 3) for p in (trained_run, trained_run/'best.safetensors'))
+    assert folder.stdout == file.stdout, (folder, file)
+    nats, bits, n, ngram = parse_evaluate(folder)
+    assert n == 2999 and 1.0 < nats < 5.0, folder  # a 10-step model: between a good model and a uniform guess (ln 65)
+    train = corpus.read_text()[:len(corpus.read_text()) - round(len(corpus.read_text()) * 0.1)]
+    assert ngram and str(corpus) in ngram[4] and int(ngram[5].replace(',', '')) == len(train), folder
+    assert abs(float(ngram[3]) - ngram_bits(3, train, text.read_text())) < 1e-4, folder
+
+def test_evaluate_ngram_train_text(run_cli, trained_run, corpus, tmp_path):
+    "--train-text replaces the recorded corpus, and may hold characters the model does not know."
+    text = write(tmp_path/'lines.txt', corpus.read_text()[-2000:])
+    other = write(tmp_path/'other.txt', corpus.read_text()[:5000] + 'Caf\u00e9 \u2603\n')
+    r = run_cli('evaluate', trained_run, text, '--ngram', 2, '--train-text', other)
+    _, _, _, ngram = parse_evaluate(r)
+    assert ngram and ngram[4] == str(other) and int(ngram[5].replace(',', '')) == len(other.read_text()), r
+    assert abs(float(ngram[3]) - ngram_bits(2, other.read_text(), text.read_text())) < 1e-4, r
+
+def with_corpus(src:Path, dest:Path, corpus:dict|None) -> Path:
+    "A copy of checkpoint `src` whose summary records `corpus` as its training text (None: no corpus at all)."
+    from charrnn.checkpoint import read_checkpoint, write_checkpoint
+    tensors, meta, _ = read_checkpoint(src)
+    meta['summary'] = {k: v for k, v in meta['summary'].items() if k != 'corpus'} | ({'corpus': corpus} if corpus else {})
+    write_checkpoint(dest, tensors, meta)
+    return dest
+
+@pytest.mark.parametrize('case', ['moved', 'changed', 'unrecorded'])
+def test_evaluate_ngram_without_the_training_text(run_cli, trained_run, corpus, tmp_path, case):
+    "When the recorded corpus is gone or changed (or not recorded), --ngram says so and names --train-text, before scoring."
+    recorded = checkpoint_summary(trained_run/'best.safetensors')['corpus']
+    gone = tmp_path/'moved_corpus.txt'
+    if case == 'changed': write(gone, corpus.read_text().replace('e', 'E'))
+    info = None if case == 'unrecorded' else recorded | {'path': str(gone)}
+    ckpt = with_corpus(trained_run/'best.safetensors', tmp_path/'model.safetensors', info)
+    text = write(tmp_path/'lines.txt', corpus.read_text()[-500:])
+    assert parse_evaluate(run_cli('evaluate', ckpt, text))[2] == 499  # without --ngram the checkpoint is fine
+    r = run_cli('evaluate', ckpt, text, '--ngram', 3)
+    assert_user_error(r, 'evaluate', '--train-text', *(['moved_corpus.txt'] if info else ['does not record']))
+    assert r.stdout == '', r
+
+def test_evaluate_unknown_characters(run_cli, tmp_path):
+    text = write(tmp_path/'snow.txt', 'ROMEO: a \u2603 costs 5\u20ac\n')
+    r = run_cli('evaluate', 'bundled', text)
+    assert_user_error(r, 'evaluate', 'snow.txt', 'U+2603', 'U+20AC', 'never saw')
+    assert r.stdout == '', r
+
+BAD_EVALUATE = {  # arguments after `charrnn evaluate` (CKPT: the trained run's best checkpoint, TEXT: a good text) -> words of the error
+    'one character': (['bundled', 'one.txt'], ['one.txt', 'single character']),
+    'ngram 0': (['bundled', 'TEXT', '--ngram', '0'], ['--ngram', '0']),
+    'ngram -2': (['bundled', 'TEXT', '--ngram', '-2'], ['--ngram', '-2']),
+    'ngram two': (['bundled', 'TEXT', '--ngram', 'two'], ['--ngram', 'two']),
+    'train-text alone': (['bundled', 'TEXT', '--train-text', 'TEXT'], ['--train-text', '--ngram']),
+    'train-text missing': (['bundled', 'TEXT', '--ngram', '2', '--train-text', 'gone.txt'], ['gone.txt', 'no such file']),
+    'train-text empty': (['bundled', 'TEXT', '--ngram', '2', '--train-text', 'empty.txt'], ['empty.txt', 'empty']),
+    'no text': (['bundled'], ['TEXT']),
+    'no arguments': ([], ['CHECKPOINT', 'TEXT']),
+    'unknown flag': (['bundled', 'TEXT', '--n-gram', '3'], ['--n-gram']),
+}
+
+@pytest.mark.parametrize('case', BAD_EVALUATE)
+def test_evaluate_bad_input(run_cli, trained_run, corpus, tmp_path, case):
+    args, needles = BAD_EVALUATE[case]
+    files = {'TEXT': write(tmp_path/'text.txt', corpus.read_text()[:2000]), 'one.txt': write(tmp_path/'one.txt', 'A'),
+             'empty.txt': write(tmp_path/'empty.txt', b''), 'gone.txt': tmp_path/'gone.txt'}
+    r = run_cli('evaluate', *[files.get(a, a) for a in args])
+    assert_user_error(r, 'evaluate', *needles)
+    assert r.stdout == '', r
+
+@pytest.mark.parametrize('kind', BAD_TEXT)
+def test_evaluate_bad_text(run_cli, corpus, tmp_path, kind):
+    r = run_cli('evaluate', 'bundled', bad_text(kind, tmp_path, corpus))
+    assert_user_error(r, 'evaluate', *BAD_TEXT[kind])
+    assert r.stdout == '', r
+
+@pytest.mark.parametrize('kind', BAD_CHECKPOINTS)
+def test_evaluate_bad_checkpoint(run_cli, trained_run, corpus, tmp_path, kind):
+    path = bad_checkpoint(kind, tmp_path, trained_run)
+    before = path.read_bytes() if path.is_file() else None
+    r = run_cli('evaluate', path, corpus)
+    assert_user_error(r, 'evaluate', *BAD_CHECKPOINTS[kind])
+    assert r.stdout == '', r
+    if before is not None: assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------------ generate --prime-file (issue 15)
+
+PRIME = 'ROMEO:\nWhat light is this, that in the window shines?\n\nJULIET:\nIt is the east,'
+
+def test_generate_prime_file_is_the_same_as_prime(run_cli, trained_run, tmp_path):
+    "A multi-line prime read from a file (CRLF line ends too) gives the text the same prime typed with --prime gives."
+    args = ['generate', trained_run, '--length', 80, '--seed', 7]
+    typed = run_cli(*args, '--prime', PRIME)
+    assert typed.returncode == 0 and typed.stdout.startswith(PRIME) and len(typed.stdout) == len(PRIME) + 80 + 1, typed
+    for name, data in [('prime.txt', PRIME.encode()), ('prime_crlf.txt', PRIME.replace('\n', '\r\n').encode())]:
+        r = run_cli(*args, '--prime-file', write(tmp_path/name, data))
+        assert (r.returncode, r.stdout, r.stderr) == (0, typed.stdout, ''), r
+
+def test_generate_prime_and_prime_file(run_cli, trained_run, tmp_path):
+    r = run_cli('generate', trained_run, '--prime', 'ROMEO:', '--prime-file', write(tmp_path/'prime.txt', PRIME))
+    assert_user_error(r, 'generate', '--prime', '--prime-file', 'not both')
+
+def test_generate_prime_file_unknown_characters(run_cli, trained_run, tmp_path):
+    r = run_cli('generate', trained_run, '--prime-file', write(tmp_path/'prime.txt', 'ROMEO:\n\u2603 costs 5\u20ac\n'), '--length', 20)
+    assert_user_error(r, 'generate', 'U+2603', 'U+20AC', 'prime')
+
+@pytest.mark.parametrize('kind', ['missing', 'empty', 'latin1'])  # read_text's other cases are the same code
+def test_generate_bad_prime_file(run_cli, trained_run, corpus, tmp_path, kind):
+    assert_user_error(run_cli('generate', trained_run, '--prime-file', bad_text(kind, tmp_path, corpus)), 'generate', *BAD_TEXT[kind])
+
+def test_generate_bundled_by_name(run_cli):
+    "CHECKPOINT 'bundled' is the model generate uses with no CHECKPOINT (as for evaluate and train --init-from)."
+    a, b = (run_cli('generate', *c, '--prime', 'ROMEO:', '--length', 40, '--seed', 2) for c in (['bundled'], []))
+    assert a.returncode == 0 and a.stdout == b.stdout and len(a.stdout) == len('ROMEO:') + 40 + 1, (a, b)
