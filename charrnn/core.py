@@ -88,3 +88,9 @@ def atomic_write_bytes(path:str|Path, # the file to create or replace
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
+
+# %% ../nbs/10_core.ipynb #3110834b
+def _one_thread_under_test():
+    "Under nbdev_test (`IN_TEST` set) with no `OMP_NUM_THREADS` chosen: one torch thread per notebook process."
+    if os.environ.get('IN_TEST') and 'OMP_NUM_THREADS' not in os.environ: torch.set_num_threads(1)
+_one_thread_under_test()

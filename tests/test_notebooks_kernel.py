@@ -7,8 +7,9 @@ calling `nbdev_export()`, and whole notebooks with `skip_exec: true` in their fr
 kernel that is not Python. Markdown and raw cells are not run. As under nbdev_test, IN_TEST=1.
 
 One test per notebook found in nbs/ (nothing is listed here), so a failure names it. The notebooks need
-nothing outside the clone (tiny Shakespeare ships with the package). MPLBACKEND=Agg; CHARRNN_NB_TIMEOUT sets
-the per-cell time limit in seconds (default 1800).
+nothing outside the clone (tiny Shakespeare ships with the package). MPLBACKEND=Agg, OMP_NUM_THREADS=1 unless set
+(one torch thread, as tools/test.sh runs nbdev_test); CHARRNN_NB_TIMEOUT sets the per-cell time limit in seconds
+(default 1800).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def notebook_env():
     old = dict(os.environ)
     os.environ['MPLBACKEND'] = 'Agg'
     os.environ['IN_TEST'] = '1'
+    os.environ.setdefault('OMP_NUM_THREADS', '1')   # as tools/test.sh runs nbdev_test: one torch thread per notebook
     pp = os.environ.get('PYTHONPATH')
     os.environ['PYTHONPATH'] = str(REPO) + (os.pathsep + pp if pp else '')   # the checkout's charrnn, as nbdev_test's basepath
     yield

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Run every test: the notebooks (plain `nbdev_test`: slow cells skipped, default workers, no settings), the README
-# check, then pytest (CLI, data, resilience, distributed, the wheel, the notebooks under a Jupyter kernel, the docs
-# site in headless Chromium, the export check). Expects the environment from tools/setup_env.sh; needs no network
-# and nothing outside the clone (the download tests serve ../shared/data from a local HTTP server where it exists).
-# Extra arguments go to pytest, e.g. `bash tools/test.sh -k cli`.
+# Run every test: the notebooks (plain `nbdev_test`: slow cells skipped, default workers; --timing only prints each
+# notebook's seconds), the README check, then pytest (CLI, data, resilience, distributed, the wheel, the notebooks
+# under a Jupyter kernel, the docs site in headless Chromium, the export check). Expects the environment from
+# tools/setup_env.sh; needs no network and nothing outside the clone (the download tests serve ../shared/data from
+# a local HTTP server where it exists). Extra arguments go to pytest, e.g. `bash tools/test.sh -k cli`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 start=$(date +%s)
-echo "== nbdev_test"; time nbdev_test
+echo "== nbdev_test (the default run: slow cells skipped; per-notebook seconds below)"
+# One torch thread per notebook process: nbdev_test runs as many workers as there are cores, and two threads per
+# worker on 2 cores oversubscribe them (one-character LSTM steps then crawl: 05_insight took 2 min 15 s instead of
+# 40 s on a busy machine). The kernel test sets the same for its kernels. Override with OMP_NUM_THREADS=N.
+nb_threads="${OMP_NUM_THREADS:-1}"
+t0=$(date +%s); OMP_NUM_THREADS=$nb_threads nbdev_test --timing
+echo "nbdev_test: $(( $(date +%s) - t0 )) s on $(nproc) cores, OMP_NUM_THREADS=$nb_threads (issue 11: under 120 s on 2)"
 export CHARRNN_CACHE="${CHARRNN_CACHE:-$(mktemp -d)}"   # pytest never touches the user's real cache
 export MPLBACKEND=Agg
 echo "== README is rendered from nbs/index.ipynb"; python tools/render_readme.py --check
