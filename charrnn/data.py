@@ -162,7 +162,7 @@ def _codes(data:bytes, # checked UTF-8, ending between characters
 
 def _id_dtype(n:int, # characters in the vocabulary
              ) -> np.dtype:
-    "The numpy type of `Vocab.dtype` for a vocabulary of `n` characters."
+    "The numpy type of `Vocab`'s dtype for a vocabulary of `n` characters."
     return np.dtype(np.uint8 if n <= 256 else np.int16 if n <= 2**15 else np.int32)
 
 # %% ../nbs/11_data.ipynb #2cc0a32a
@@ -188,7 +188,7 @@ def _lookup(lut:np.ndarray, # the id of every code point
 def encode_file(path:str|Path, # a UTF-8 text file
                 chunk:int=CHUNK, # bytes to read at a time
                ) -> tuple[Vocab, np.ndarray, str]:
-    "Read and encode `path` in one pass: its `Vocab`, its ids (a numpy array of `Vocab.dtype`'s type) and its sha256."
+    "Read and encode `path` in one pass: its `Vocab`, its ids (a numpy array of the type of `Vocab`'s dtype) and its sha256."
     p, h, n, order = Path(path), hashlib.sha256(), 0, []
     ids, lut, seen = np.empty(p.stat().st_size, np.uint8), np.zeros(0x110000, np.int32), np.zeros(0x110000, bool)
     for off, raw in _pieces(p, chunk):
@@ -259,7 +259,7 @@ def _load_ids(path:Path, # a cache file
 def text_ids(path:str|Path, # a UTF-8 text file
              cache:bool=True, # reuse and keep the ids in `cache_dir()/'ids'`
             ) -> tuple[Vocab, torch.Tensor, str]:
-    "`path`'s `Vocab`, its ids (a 1-d tensor of `Vocab.dtype`, memory-mapped from the cache if it can be) and its sha256."
+    "`path`'s `Vocab`, its ids (a 1-d tensor of `Vocab`'s dtype, memory-mapped from the cache if it can be) and its sha256."
     p = Path(path).expanduser()
     if p.is_dir() or not p.exists(): read_text(p)  # raises read_text's one-line message
     sha = file_sha256(p)
