@@ -20,9 +20,9 @@ from .batching import eval_batcher, split_data
 from .model import CharModel, ModelConfig, bits_per_char, map_hidden
 from .training import TrainConfig
 from .generation import Sampler, generate_text
-from .checkpoint import load, bundled_model_path, RunDir
+from .checkpoint import load, RunDir
 from .resilience import TrainingDiverged
-from .run import train, RECIPES
+from .run import train, RECIPES, checkpoint_path
 
 # %% auto #0
 __all__ = ['COMMANDS', 'EPILOG', 'add_flags', 'Parser', 'train_cmd', 'generate_cmd', 'text_loss', 'evaluate_cmd',
@@ -107,11 +107,6 @@ def train_cmd(text:str|None=None, # a UTF-8 text file, or a corpus name: 'tinysh
     return learn
 
 # %% ../nbs/17_cli.ipynb #8328579e
-def _checkpoint(name:str|None, # CHECKPOINT as the user gave it
-               ):
-    "The checkpoint to load: the bundled model for None or 'bundled' (unless a file or folder has that name), else `name`."
-    return bundled_model_path() if name is None or (name == 'bundled' and not Path(name).exists()) else name
-
 def generate_cmd(checkpoint:str|None=None, # a checkpoint file or run folder, or 'bundled' (the default: the Shakespeare model that ships with charrnn)
                  prime:str|None=None, # text to continue (default: start after a newline)
                  prime_file:str|None=None, # a UTF-8 file whose whole text is the prime, newlines and all (instead of --prime)
@@ -124,7 +119,7 @@ def generate_cmd(checkpoint:str|None=None, # a checkpoint file or run folder, or
     "Generate text from a trained model (or the bundled one) and print it to stdout."
     check_arg(prime is None or prime_file is None, "give the prime with --prime or with --prime-file, not both")
     if prime_file is not None: prime = read_text(prime_file)
-    model = load(_checkpoint(checkpoint), get_device(device))
+    model = load(checkpoint_path(checkpoint), get_device(device))
     start = prime if prime is not None else '\n' if '\n' in model.vocab else model.vocab.itos[0]
     texts = generate_text(model, length, prime=start, num_samples=num_samples, seed=seed, **sampler)
     texts = [texts] if isinstance(texts, str) else texts
@@ -184,7 +179,7 @@ def evaluate_cmd(checkpoint:str, # a checkpoint file or run folder, or 'bundled'
     "Print the loss of TEXT under a model, in nats and bits per character, over every character after the first."
     check_arg(ngram is None or ngram >= 1, f"--ngram must be an order of at least 1, not {ngram}")
     check_arg(train_text is None or ngram, "--train-text is the text the --ngram model is fitted on; give --ngram N too")
-    model, path = load(_checkpoint(checkpoint), get_device(device)), resolve_text_path(text)
+    model, path = load(checkpoint_path(checkpoint), get_device(device)), resolve_text_path(text)
     s = read_text(path)
     if bad := model.vocab.unknown(s):
         raise VocabError(f"{path} has characters the model never saw: {describe_chars(bad)}; it can score only text made of its training text's characters")

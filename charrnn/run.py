@@ -25,7 +25,7 @@ from .data import CORPORA
 
 # %% auto #0
 __all__ = ['RECIPES', 'FINE_TUNE_LR', 'prepare_text', 'recipe', 'fit_batch_to_text', 'saved_settings', 'run_settings',
-           'check_out', 'read_source', 'source_settings', 'with_source_chars', 'train']
+           'check_out', 'checkpoint_path', 'read_source', 'source_settings', 'with_source_chars', 'train']
 
 # %% ../nbs/16_run.ipynb #9952091c
 from .data import text_ids
@@ -99,11 +99,17 @@ def check_out(run:RunDir, # the run folder asked for
     if run.latest.exists() and not resume:
         raise ConfigError(f"{run.path} already holds a training run; add --resume to continue it, or choose another --out")
 
+# %% ../nbs/16_run.ipynb #7190ff3f
+def checkpoint_path(name:str|Path|None, # a checkpoint file or run folder, 'bundled', or None (the bundled model)
+                   ) -> Path:
+    "The checkpoint `name` means: the bundled model for None or 'bundled' (unless a file or folder has that name), else `name`."
+    return bundled_model_path() if name is None or (str(name) == 'bundled' and not Path(name).exists()) else Path(name)
+
 # %% ../nbs/16_run.ipynb #4ed76fbb
 def read_source(init_from:str|Path, # a checkpoint file or run folder, or 'bundled' (the model that ships with charrnn)
                ) -> tuple[CharModel, dict]:
     "The model a run starts from, and what the run records of it: its file, sha256 and summary."
-    path = bundled_model_path() if str(init_from) == 'bundled' and not Path(init_from).exists() else Path(init_from)
+    path = checkpoint_path(init_from)
     try: tensors, meta, path = read_checkpoint(path)
     except CheckpointError as e: raise CheckpointError(f"--init-from: {e}") from None
     model = model_from_checkpoint(tensors, meta, path)
