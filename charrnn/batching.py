@@ -8,12 +8,19 @@ import math
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import check_arg, ConfigError
+from .core import check_arg, flag, ConfigError
 
 # %% auto #0
 __all__ = ['split_data', 'generate_batches', 'shard_rows', 'StreamBatcher', 'eval_batcher']
 
 # %% ../nbs/01_batching.ipynb #720e9db1
+def _min_chars(val_frac:float) -> int:
+    "The fewest characters `split_data` can split at `val_frac`: 2 or more on each side."
+    # start just below the answer: each side needs about 1.5 characters' share to round to 2
+    n = max(4, math.floor(1.5 / min(val_frac, 1 - val_frac)) - 2)
+    while not 2 <= round(n * val_frac) <= n - 2: n += 1
+    return n
+
 def split_data(ids, # the encoded text, 1-d
                val_frac:float=0.1, # the fraction kept at the end for validation
               ):
@@ -21,8 +28,9 @@ def split_data(ids, # the encoded text, 1-d
     check_arg(0 < val_frac < 1, f"val_frac must be between 0 and 1 (exclusive), not {val_frac}")
     n_val = int(round(len(ids) * val_frac))
     check_arg(2 <= n_val <= len(ids) - 2,
-              f"a validation fraction of {val_frac} of {len(ids):,} characters leaves no room for both "
-              "training and validation text; use a longer text or another fraction")
+              f"the text has {len(ids):,} character{'s' * (len(ids) != 1)}: too few to split into training "
+              f"and validation text at a validation fraction of {val_frac} (that needs at least "
+              f"{_min_chars(val_frac):,} characters); use a longer text or another {flag('val_frac')}")
     return ids[:len(ids) - n_val], ids[len(ids) - n_val:]
 
 # %% ../nbs/01_batching.ipynb #3ccccbcf

@@ -21,12 +21,13 @@ from .model import CharModel, ModelConfig, bits_per_char, map_hidden
 from .training import TrainConfig
 from .generation import Sampler, generate_text
 from .checkpoint import load, RunDir
-from .resilience import TrainingDiverged
+from .resilience import TrainingDiverged, StoppedEarly
 from .run import train, RECIPES, checkpoint_path
+from .compress import compress_cmd, decompress_cmd
 
 # %% auto #0
-__all__ = ['COMMANDS', 'EPILOG', 'add_flags', 'Parser', 'train_cmd', 'generate_cmd', 'text_loss', 'evaluate_cmd',
-           'recipe_defaults', 'make_parser', 'run_command', 'main']
+__all__ = ['COMMANDS', 'EPILOG', 'CPU_OUT_OF_MEMORY', 'add_flags', 'Parser', 'train_cmd', 'generate_cmd', 'text_loss',
+           'evaluate_cmd', 'recipe_defaults', 'make_parser', 'run_command', 'main']
 
 # %% ../nbs/17_cli.ipynb #c99a9c90
 def _plain(t):
@@ -118,6 +119,8 @@ def generate_cmd(checkpoint:str|None=None, # a checkpoint file or run folder, or
                 ):
     "Generate text from a trained model (or the bundled one) and print it to stdout."
     check_arg(prime is None or prime_file is None, "give the prime with --prime or with --prime-file, not both")
+    check_arg(seed is None or 0 <= seed < 2**63,
+              f"{flag('seed')} must be a whole number from 0 to 2**63-1 ({2**63 - 1}), not {seed}")
     if prime_file is not None: prime = read_text(prime_file)
     model = load(checkpoint_path(checkpoint), get_device(device))
     start = prime if prime is not None else '\n' if '\n' in model.vocab else model.vocab.itos[0]
@@ -194,7 +197,8 @@ def evaluate_cmd(checkpoint:str, # a checkpoint file or run folder, or 'bundled'
     return nats, n
 
 # %% ../nbs/17_cli.ipynb #0879c411
-COMMANDS = {'train': (train_cmd, ModelConfig, TrainConfig), 'generate': (generate_cmd, Sampler), 'evaluate': (evaluate_cmd,)}
+COMMANDS = {'train': (train_cmd, ModelConfig, TrainConfig), 'generate': (generate_cmd, Sampler), 'evaluate': (evaluate_cmd,),
+            'compress': (compress_cmd,), 'decompress': (decompress_cmd,)}  # lesson 08's commands
 
 def recipe_defaults() -> dict:
     "What `charrnn train --help` shows as the default of each setting the device's recipe chooses."
@@ -225,16 +229,39 @@ def _fail(cmd:str, # the command that failed
     print(f"charrnn {cmd}: error: {msg}", file=sys.stderr)
     raise SystemExit(status)
 
+# %% ../nbs/17_cli.ipynb #3e9d2b6f
+# what torch's RuntimeError says when the CPU has no memory left
+CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
+
+def _out_of_memory(cmd:str) -> str:
+    "The one line for a device, GPU or CPU, that ran out of memory."
+    return "out of memory on the device; try a smaller " + ('--batch-size or --seq-len' if cmd == 'train'
+                                                             else '--num-samples')
+
+def _stopped_early(e:StoppedEarly, # the signal that stopped the run
+                   args:dict, # the command's arguments
+                  ) -> str:
+    "What a signal before training started did: nothing, and how to go on."
+    what = (f"stopped by {e.name} before training started (while the text was prepared): "
+            "nothing was trained or saved")
+    if args.get('resume'):
+        return what + (f", and the run in {args.get('out')} is as it was; "
+                       "run the same command again to resume it")
+    return what + " (no checkpoint exists); run the same command again to start the run"
+
 # %% ../nbs/17_cli.ipynb #7909641d
 def run_command(cmd:str, # 'train' or 'generate'
                 args:dict, # its parsed arguments
                ):
     "Run `charrnn cmd` with `args`; a user's error (or the system's) is one line on stderr and an exit status."
     try: return COMMANDS[cmd][0](**args)
+    except StoppedEarly as e: _fail(cmd, _stopped_early(e, args), 128 + e.signum)
     except TrainingDiverged as e: _fail(cmd, e, 1)
     except CharrnnError as e: _fail(cmd, e, 2)
-    except torch.OutOfMemoryError:
-        _fail(cmd, "out of memory on the device; try a smaller " + ('--batch-size or --seq-len' if cmd == 'train' else '--num-samples'), 2)
+    except torch.OutOfMemoryError: _fail(cmd, _out_of_memory(cmd), 2)
+    except RuntimeError as e:
+        if CPU_OUT_OF_MEMORY not in str(e): raise
+        _fail(cmd, _out_of_memory(cmd), 2)  # the CPU's allocation failed: the same line as a GPU's
     except OSError as e: _fail(cmd, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ''), 2)
     except KeyboardInterrupt:
         _fail(cmd, "interrupted" + (" at once; the last checkpoint written stands, and --resume continues from it" if cmd == 'train' else ''), 130)
@@ -245,7 +272,9 @@ def _usage() -> str:
     return (f"charrnn {charrnn.__version__}: a character-level language model\n\n"
             "usage: charrnn train TEXT --out DIR [options]      train on a text file (or 'tinyshakespeare')\n"
             "       charrnn generate [CHECKPOINT] [options]     generate text (default: the bundled Shakespeare model)\n"
-            "       charrnn evaluate CHECKPOINT TEXT [options]  the loss of a text under a model ('bundled': the Shakespeare one)\n\n"
+            "       charrnn evaluate CHECKPOINT TEXT [options]  the loss of a text under a model ('bundled': the Shakespeare one)\n"
+            "       charrnn compress CHECKPOINT FILE OUT        compress a text file with a model (arithmetic coding)\n"
+            "       charrnn decompress CHECKPOINT OUT FILE      restore the file that compress wrote, byte for byte\n\n"
             "'charrnn COMMAND --help' lists a command's options.")
 
 # %% ../nbs/17_cli.ipynb #0c405927

@@ -71,7 +71,7 @@ def _fsync_dir(d:Path): # the folder whose entries (a rename) must reach the dis
 
 # %% ../nbs/10_core.ipynb #591fc83f
 def atomic_write_bytes(path:str|Path, # the file to create or replace
-                       data:bytes, # its new content
+                       data:bytes|list, # its new content: bytes, or a list of pieces written one after another
                       ):
     "Write `data` to `path` so that `path` is always either the old file or the whole new one."
     path = Path(path)
@@ -80,7 +80,8 @@ def atomic_write_bytes(path:str|Path, # the file to create or replace
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the usual permissions
         with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
+            for piece in (data if isinstance(data, list) else [data]): f.write(piece)  # never joined
+            f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp): os.unlink(tmp)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_data.ipynb #329fcf3e
 from __future__ import annotations
-import gzip, hashlib, json, os, tempfile, urllib.error, zlib
+import contextlib, errno, gzip, hashlib, json, os, select, signal, stat, sys, threading, urllib.error, zlib
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -17,8 +17,8 @@ from .core import CharrnnError, ConfigError, atomic_write_bytes
 from .encoding import TextFileError, Vocab, _describe_bad_bytes, read_text
 
 # %% auto #0
-__all__ = ['CORPORA_DIR', 'CORPORA', 'CHUNK', 'BOM', 'MAGIC', 'Corpus', 'file_sha256', 'cache_dir', 'DownloadError', 'download',
-           'get_corpus', 'resolve_text_path', 'encode_file', 'ids_file', 'text_ids']
+__all__ = ['CORPORA_DIR', 'CORPORA', 'CHUNK', 'BOM', 'FIFO_WAIT', 'MAGIC', 'Corpus', 'file_sha256', 'cache_dir', 'DownloadError',
+           'download', 'get_corpus', 'resolve_text_path', 'encode_file', 'ids_file', 'text_ids']
 
 # %% ../nbs/11_data.ipynb #11505fb1
 @dataclass(frozen=True)
@@ -68,7 +68,11 @@ def _make_folder(d:Path, # the folder to create, with its parents
     "Create `d` if needed; `DownloadError` says how to pick another folder if it cannot be created."
     try: d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DownloadError(f"cannot create the cache folder {d} ({e.strerror}); set CHARRNN_CACHE to a writable folder") from None
+        f = next((a for a in (d, *d.parents) if a.exists()), None)  # the nearest part of the path that exists
+        is_file = f is not None and not f.is_dir()
+        why, fix = (f"{f} is a file, not a folder", "remove it or set") if is_file else (e.strerror, "set")
+        raise DownloadError(f"cannot create the cache folder {d} ({why}); {fix} CHARRNN_CACHE to a writable "
+                            "folder") from None
     return d
 
 # %% ../nbs/11_data.ipynb #900ed76c
@@ -108,20 +112,27 @@ def get_corpus(name:str, # a key of `CORPORA`, e.g. 'tinyshakespeare' or 'shakes
     "The checked file of corpus `name` in `cache_dir()`, unpacked from the package or downloaded the first time."
     if (c := CORPORA.get(name)) is None:
         raise ConfigError(f"unknown corpus {name!r}; the named corpora are {', '.join(CORPORA)}, or pass the path of a text file")
-    dest = cache_dir()/c.file
+    dest = _make_folder(cache_dir())/c.file  # (a cache folder that is a file: one line that says so)
     if dest.is_file() and file_sha256(dest) == c.sha256: return dest
     dest.unlink(missing_ok=True)  # damaged or tampered with: never used, never left behind
     if c.embedded and ((src := CORPORA_DIR/c.embedded).is_file() or c.url is None):
-        return _unpack(src, _make_folder(dest.parent)/c.file, c.sha256)
+        return _unpack(src, dest, c.sha256)
     return download(os.environ.get(f'CHARRNN_{name.upper()}_URL') or c.url, dest, c.sha256)
 
 # %% ../nbs/11_data.ipynb #c38b55c6
+def _cached_corpus(p:Path, # the path of a text
+                  ) -> str|None:
+    "The name of the corpus whose copy in `cache_dir()` `p` is, if it is one."
+    if p.name not in {c.file for c in CORPORA.values()}: return None
+    real = os.path.realpath(p)
+    return next((name for name, c in CORPORA.items() if real == os.path.realpath(cache_dir()/c.file)), None)
+
 def resolve_text_path(text:str|Path, # the path of a text file, or a corpus name (a key of `CORPORA`)
                      ) -> Path:
-    "The file that `text` names: an existing path as it is, else the checked copy of a named corpus."
+    "The file that `text` names: a path as it is, else (or if it is a corpus's cached copy) a checked copy."
     p = Path(text).expanduser()
     if str(text) in CORPORA and not p.exists(): return get_corpus(str(text))
-    return p
+    return get_corpus(name) if (name := _cached_corpus(p)) else p
 
 # %% ../nbs/11_data.ipynb #72de29b1
 CHUNK = 1 << 22  # bytes read at a time (4 MiB): preparation's working memory is a few times this, whatever the text's size
@@ -137,12 +148,48 @@ def _cut(data:bytes, # bytes read so far and not yet used
             return k - (k > 0 and data[k - 1] == 13)  # and a '\r' before it stays with it: '\r\n' is never split
     return len(data)  # no character starts in the last 4 bytes: not UTF-8, and the check below says where
 
+# %% ../nbs/11_data.ipynb #ff5071c6
+FIFO_WAIT = 60  # seconds a FIFO is given for its first bytes (or its writer's end) to arrive
+
+def _check_text_file(p:Path, # the path of a text
+                    ) -> bool:
+    "Whether `p` is a regular file (`False`: a pipe); `TextFileError` (one line) if it cannot be a text."
+    try: mode = p.stat().st_mode
+    except FileNotFoundError: raise TextFileError(f"{p}: no such file; check the path") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise TextFileError(f"{p} is a symbolic link loop (it leads back to itself); pass the path of "
+                                "the text file itself") from None
+        raise TextFileError(f"cannot read {p} ({e.strerror}); check the path") from None
+    if stat.S_ISDIR(mode): raise TextFileError(f"{p} is a directory; pass the path of a text file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise TextFileError(f"{p} is a device or a socket, not a text file; save the text to a file first "
+                            "and pass its path")
+    return stat.S_ISREG(mode)
+
+# %% ../nbs/11_data.ipynb #967a92d1
+def _open_text(p:Path, # a text file or a pipe
+               wait:float|None=None, # seconds a FIFO waits for its writer (default: `FIFO_WAIT`)
+              ):
+    "`p` open to read bytes; a FIFO that receives nothing within `wait` seconds is refused with one line."
+    fd = os.open(p, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))  # a FIFO opens at once, writer or not
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            (poll := select.poll()).register(fd, select.POLLIN)
+            if not poll.poll(1000 * (wait := FIFO_WAIT if wait is None else wait)):
+                raise TextFileError(f"nothing came through the pipe {p} in {wait:g} s (is a program "
+                                    "writing to it?); start the program that writes it first, or save the "
+                                    "text to a file first and pass its path")
+            os.set_blocking(fd, True)
+        return open(fd, 'rb')
+    except BaseException: os.close(fd); raise
+
 # %% ../nbs/11_data.ipynb #32743b5b
-def _pieces(p:Path, # the text file
+def _pieces(p:Path, # the text file (or pipe)
             chunk:int=CHUNK, # bytes to read at a time
            ):
     "Yield `(offset, bytes)`: `p` in pieces that end between characters, each checked as `read_text` checks a file."
-    with open(p, 'rb') as f:
+    with _open_text(p) as f:
         carry, off = b'', 0
         while True:
             block = f.read(chunk); data = carry + block
@@ -185,30 +232,36 @@ def _lookup(lut:np.ndarray, # the id of every code point
     return np.frombuffer(data.translate(lut[:256].astype(np.uint8).tobytes()), np.uint8)
 
 # %% ../nbs/11_data.ipynb #eba2e911
-def encode_file(path:str|Path, # a UTF-8 text file
+def encode_file(path:str|Path, # a UTF-8 text file, or a pipe (read once)
                 chunk:int=CHUNK, # bytes to read at a time
                ) -> tuple[Vocab, np.ndarray, str]:
     "Read and encode `path` in one pass: its `Vocab`, its ids (a numpy array of the type of `Vocab`'s dtype) and its sha256."
     p, h, n, order = Path(path), hashlib.sha256(), 0, []
-    ids, lut, seen = np.empty(p.stat().st_size, np.uint8), np.zeros(0x110000, np.int32), np.zeros(0x110000, bool)
+    regular = _check_text_file(p)
+    size = p.stat().st_size if regular else chunk  # a pipe's size is unknown: its ids grow
+    ids, lut, seen = np.empty(size, np.uint8), np.zeros(0x110000, np.int32), np.zeros(0x110000, bool)
     for off, raw in _pieces(p, chunk):
         h.update(raw)
         data, codes = _codes(raw.removeprefix(BOM) if off == 0 else raw)
         if len(new := _new_chars(data, codes, seen)):
             lut[new], seen[new] = np.arange(len(order), len(order) + len(new)), True; order += new.tolist()
             if ids.dtype != _id_dtype(len(order)): ids = _widen(ids, n, _id_dtype(len(order)))
-        if n + len(codes) > len(ids): raise TextFileError(f"{p} grew while it was read; try again once it is complete")
+        if n + len(codes) > len(ids):
+            if regular: raise TextFileError(f"{p} grew while it was read; try again once it is complete")
+            ids = _widen(ids, n, ids.dtype, max(2 * len(ids), n + len(codes)))
         ids[n:n + len(codes)] = _lookup(lut, data, codes, len(order)); n += len(codes)
-    if n == 0: read_text(p)  # an empty text: read_text says so, in its words
+    if n == 0: raise TextFileError(f"{p} is empty; charrnn needs text to learn from")  # read_text's words
+    if not regular: ids.resize(n, refcheck=False)  # a pipe's ids: the spare room is given back
     return Vocab(map(chr, order)), _renumber(ids[:n], order, chunk), h.hexdigest()
 
 # %% ../nbs/11_data.ipynb #8741ed32
 def _widen(ids:np.ndarray, # the ids array
            n:int, # how many are written
-           dtype:np.dtype, # the wider type
+           dtype:np.dtype, # the new type (the same, or wider)
+           size:int|None=None, # the new length (default: the same)
           ) -> np.ndarray:
-    "A copy of `ids` in `dtype`, of the same length, with its first `n` ids."
-    wide = np.empty(len(ids), dtype); wide[:n] = ids[:n]
+    "A copy of `ids` in `dtype`, `size` long, with its first `n` ids."
+    wide = np.empty(len(ids) if size is None else size, dtype); wide[:n] = ids[:n]
     return wide
 
 def _renumber(ids:np.ndarray, # ids in order of first appearance
@@ -222,50 +275,95 @@ def _renumber(ids:np.ndarray, # ids in order of first appearance
     return ids
 
 # %% ../nbs/11_data.ipynb #39b61d2d
-MAGIC = b'charrnn-ids 1\n'
+MAGIC = b'charrnn-ids 2\n'
 
 def ids_file(sha256:str, # the text's sha256
             ) -> Path:
     "Where the ids of the text with `sha256` are cached."
     return cache_dir()/'ids'/f'{sha256}.ids'
 
-def _save_ids(dest:Path, vocab:Vocab, ids:np.ndarray, sha256:str):
-    "Write `ids` with their header to `dest`, atomically (a temporary file renamed into place)."
-    meta = json.dumps(dict(sha256=sha256, vocab=''.join(vocab.itos), dtype=ids.dtype.name, n=len(ids), crc32=zlib.crc32(ids)))
-    head = MAGIC + meta.encode().ljust(-(len(MAGIC) + len(meta) + 1) % 64 + len(meta)) + b'\n'
-    _make_folder(dest.parent)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f: f.write(head); f.write(ids.data)
-        os.replace(tmp, dest)
-    finally: Path(tmp).unlink(missing_ok=True)
+def _ids_header(meta:bytes, # the header's JSON
+                ids:np.ndarray, # the ids that follow it
+               ) -> bytes:
+    "A cache file's header: `MAGIC`, the CRC-32 of all that follows it (`meta`, padded, and the ids), `meta`."
+    rest = meta + b' ' * (-(len(MAGIC) + 9 + len(meta) + 1) % 64) + b'\n'  # the ids start at a multiple of 64
+    return MAGIC + b'%08x ' % zlib.crc32(ids, zlib.crc32(rest)) + rest
+
+# %% ../nbs/11_data.ipynb #964357f7
+class _Terminated(BaseException):
+    "SIGTERM arrived during a cache write."
+
+def _stop(signum, frame): # what `signal.signal` passes to a handler
+    "A SIGTERM handler: raise `_Terminated`."
+    raise _Terminated()
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    "In the block, SIGTERM (unless handled) raises, so `finally` clauses run; then the process dies of it."
+    own = threading.current_thread() is threading.main_thread()
+    own = own and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if own: signal.signal(signal.SIGTERM, _stop)
+    try: yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGTERM); raise
+    finally:
+        if own: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+def _save_ids(dest:Path, # the cache file
+              vocab:Vocab, # the text's vocabulary
+              ids:np.ndarray, # its ids
+              sha256:str, # its sha256
+             ):
+    "Write `ids` and their header to `dest`: one `atomic_write_bytes`, in two pieces (the ids not copied)."
+    meta = dict(sha256=sha256, vocab=''.join(vocab.itos), dtype=ids.dtype.name, n=len(ids))
+    meta = json.dumps(meta).encode()
+    with _sigterm_raises():
+        atomic_write_bytes(_make_folder(dest.parent)/dest.name, [_ids_header(meta, ids), ids.data])
 
 # %% ../nbs/11_data.ipynb #3c8591e1
 def _load_ids(path:Path, # a cache file
               sha256:str, # the sha256 of the text it must belong to
              ) -> tuple[Vocab, np.ndarray]|None:
-    "The vocabulary and memory-mapped ids cached in `path`; `None` if it is missing, of another text, or damaged."
+    "The vocabulary and memory-mapped ids cached in `path`; `None` if missing, of another text, or damaged."
     try:
-        with open(path, 'rb') as f:
-            if f.read(len(MAGIC)) != MAGIC: return None
-            meta, offset = json.loads(f.readline(1 << 20)), f.tell()
-        dtype = np.dtype(meta['dtype'])
-        if meta['sha256'] != sha256 or path.stat().st_size != offset + meta['n'] * dtype.itemsize: return None
-        ids = np.memmap(path, dtype, mode='c', offset=offset, shape=(meta['n'],))  # 'c': writable for torch, never written back
-        return (Vocab(meta['vocab']), ids) if zlib.crc32(ids) == meta['crc32'] else None
-    except (OSError, ValueError, KeyError, TypeError): return None
+        with open(path, 'rb') as f: magic, crc, rest = f.read(len(MAGIC)), f.read(9), f.readline(1 << 20)
+        if magic != MAGIC or not rest.endswith(b'\n'): return None
+        # 'c': writable for torch, never written back
+        raw = np.memmap(path, np.uint8, mode='c', offset=len(MAGIC) + 9 + len(rest))
+        if crc != b'%08x ' % zlib.crc32(raw, zlib.crc32(rest)): return None  # every byte after the first line
+        meta = json.loads(rest); vocab = Vocab(meta['vocab']); dtype = _id_dtype(len(vocab))
+        if meta['sha256'] != sha256 or meta['dtype'] != dtype.name: return None
+        if meta['n'] * dtype.itemsize != len(raw): return None
+        ids = raw.view(dtype)
+        return (vocab, ids) if 0 <= ids.min() and ids.max() < len(vocab) else None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, OverflowError): return None
 
 # %% ../nbs/11_data.ipynb #fe410728
-def text_ids(path:str|Path, # a UTF-8 text file
+_noted = set()
+def _note(msg:str, # what to say, once per process
+         ):
+    "Say `msg` on stderr (one line), the first time only."
+    if msg not in _noted: _noted.add(msg); print(f"note: {msg}", file=sys.stderr)
+
+def _cache_ids(vocab:Vocab, # the text's vocabulary
+               ids:np.ndarray, # its ids
+               sha:str, # its sha256
+              ):
+    "Keep `ids` in the cache; a cache that cannot be written costs time, never the run: one line says so."
+    try: _save_ids(ids_file(sha), vocab, ids, sha)
+    except DownloadError as e: _note(f"the text's ids are not cached: {e}")
+    except OSError as e:
+        _note(f"the text's ids are not cached: could not write {e.filename or ids_file(sha)} ({e.strerror}); "
+              "set CHARRNN_CACHE to a writable folder")
+
+# %% ../nbs/11_data.ipynb #adbaf2b9
+def text_ids(path:str|Path, # a UTF-8 text file, or a pipe (`/dev/stdin`, a FIFO)
              cache:bool=True, # reuse and keep the ids in `cache_dir()/'ids'`
             ) -> tuple[Vocab, torch.Tensor, str]:
     "`path`'s `Vocab`, its ids (a 1-d tensor of `Vocab`'s dtype, memory-mapped from the cache if it can be) and its sha256."
     p = Path(path).expanduser()
-    if p.is_dir() or not p.exists(): read_text(p)  # raises read_text's one-line message
-    sha = file_sha256(p)
-    if cache and (hit := _load_ids(ids_file(sha), sha)): return hit[0], torch.from_numpy(hit[1]), sha
+    sha = file_sha256(p) if _check_text_file(p) else None  # a pipe can be read once: hashed as it is encoded
+    if cache and sha and (hit := _load_ids(ids_file(sha), sha)): return hit[0], torch.from_numpy(hit[1]), sha
     vocab, ids, sha = encode_file(p)  # the sha256 of the bytes encoded, should the file have changed meanwhile
-    if cache:
-        try: _save_ids(ids_file(sha), vocab, ids, sha)
-        except (OSError, DownloadError): pass  # a cache that cannot be written costs time, never the run
+    if cache: _cache_ids(vocab, ids, sha)
     return vocab, torch.from_numpy(ids), sha

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_resilience.ipynb #262b6669
 from __future__ import annotations
-import contextlib, math, os, signal, threading, time
+import contextlib, errno, math, os, signal, stat, threading, time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,8 +21,8 @@ try: import fcntl
 except ImportError: fcntl = None  # Windows
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'SINCE', 'read_latest', 'restore_training_state', 'run_config', 'resume', 'SignalCB', 'RunInUse',
-           'run_lock', 'TrainingDiverged', 'DivergenceCB']
+__all__ = ['RESUMABLE', 'SINCE', 'read_latest', 'restore_training_state', 'run_config', 'resume', 'SignalCB', 'StoppedEarly',
+           'PrepSignals', 'RunInUse', 'run_lock', 'TrainingDiverged', 'DivergenceCB']
 
 # %% ../nbs/13_resilience.ipynb #9186dd18
 def read_latest(run, # the run folder: a `RunDir` or a path
@@ -50,7 +50,7 @@ def restore_training_state(learn:Learner, # a learner of the same model and sett
     set_rng_state(s['rng'])
     if 'torch_all' in s['rng'] and s['world_size'] == dist.world_size:
         torch.set_rng_state(s['rng']['torch_all'][dist.rank].clone())  # a copy: a row view (storage offset) crashes torch
-    elif dist.enabled: torch.manual_seed(learn.cfg.seed + 7919 * learn.step + dist.rank)
+    elif dist.enabled: torch.manual_seed((learn.cfg.seed + 7919 * learn.step + dist.rank) % 2**64)
     return learn
 
 # %% ../nbs/13_resilience.ipynb #908b588d
@@ -115,6 +115,25 @@ class SignalCB(Callback):
         for s, h in self.old.items(): signal.signal(s, h)
         self.old = {}
 
+# %% ../nbs/13_resilience.ipynb #9c3b7a51
+class StoppedEarly(KeyboardInterrupt):
+    "SIGINT or SIGTERM came before training started: nothing was trained or saved."
+    def __init__(self, signum:int): # the signal's number
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.name = signum, signal.Signals(signum).name
+
+class PrepSignals:
+    "SIGINT and SIGTERM raise `StoppedEarly` while a run prepares (`preparing`), `KeyboardInterrupt` after."
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)): # the signals to catch
+        self.signals, self.old, self.preparing = signals, {}, True
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self.old = {s: signal.signal(s, self.handle) for s in self.signals}
+        return self
+    def handle(self, signum, frame): raise StoppedEarly(signum) if self.preparing else KeyboardInterrupt
+    def __exit__(self, *exc):
+        for s, h in self.old.items(): signal.signal(s, h)
+
 # %% ../nbs/13_resilience.ipynb #dc705492
 class RunInUse(ConfigError):
     "Another process is training in the run folder."
@@ -126,11 +145,37 @@ def _holder(fd:int) -> str:
         time.sleep(0.01)
     return "unknown"
 
+# %% ../nbs/13_resilience.ipynb #a7c1e913
+def _lock_error(path:Path, e:OSError) -> ConfigError:
+    "What is wrong with a lock file `path` that cannot be opened (`e`), and the fix."
+    if os.path.islink(path):
+        return ConfigError(f"{path} is a symbolic link, and the run's lock is never opened through one; "
+                           f"remove the link (rm {path}) and start again")
+    if os.path.isdir(path):
+        return ConfigError(f"{path} is a folder, not the run's lock file; remove it and start again")
+    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ConfigError(f"cannot open {path}: {e.strerror}")
+    if os.path.lexists(path):
+        return ConfigError(f"cannot write the run's lock file {path} ({e.strerror}); "
+                           "make it writable, or remove it")
+    return ConfigError(f"{flag('out')} {path.parent} is not writable ({e.strerror}); "
+                       f"choose another {flag('out')}, or make it writable")
+
+def _open_lock(path:Path) -> int:
+    "Open the lock file `path` (created if missing), never through a link; `ConfigError` naming the fix."
+    try: fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+    except OSError as e: raise _lock_error(path, e) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device: never the run's
+        os.close(fd)
+        raise ConfigError(f"{path} is not a regular file, so it cannot be the run's lock; "
+                          "remove it and start again")
+    return fd
+
 # %% ../nbs/13_resilience.ipynb #e636b33c
 def _take_lock(path:Path) -> int:
     "Open `path` (created if missing), lock it and write this process's id in it: the open file, or `RunInUse`."
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(path)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _holder(fd); os.close(fd)
@@ -142,6 +187,26 @@ def _take_lock(path:Path) -> int:
     os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())
     return fd
 
+# %% ../nbs/13_resilience.ipynb #5b0e7d42
+def _remove_empty(folders:list): # folders to remove, deepest first, while they are empty
+    "Remove each of `folders` in turn (those not there are skipped), stopping at the first that is not empty."
+    for d in folders:
+        try: d.rmdir()
+        except FileNotFoundError: continue
+        except OSError: return
+
+def _make_folder(path:Path, # the run folder
+                ) -> list:
+    "Create `path` and its missing parents; the folders made, deepest first. `ConfigError` if it cannot."
+    made, p = [], path
+    while not os.path.lexists(p) and p != p.parent: made, p = made + [p], p.parent
+    try: path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_empty(made)
+        raise ConfigError(f"cannot create the run folder {path} ({e.strerror}); choose an {flag('out')} "
+                          "in a folder you can write to") from None
+    return made
+
 # %% ../nbs/13_resilience.ipynb #2cb9b525
 @contextlib.contextmanager
 def run_lock(run, # the run folder: a `RunDir` or a path (created if missing)
@@ -151,17 +216,18 @@ def run_lock(run, # the run folder: a `RunDir` or a path (created if missing)
     run, dist = RunDir(run), dist or Dist()
     if run.path.exists() and not run.path.is_dir():
         raise ConfigError(f"--out {run.path} is a file; give a folder for the run (it is created if missing)")
-    made, fd, err = not run.path.exists(), None, None
-    if dist.is_main and fcntl is not None:  # (no fcntl on Windows: no lock)
-        run.path.mkdir(parents=True, exist_ok=True)
-        try: fd = _take_lock(run.lock)
-        except RunInUse as e: err = str(e)
-    if (err := dist.first(err)) is not None: raise RunInUse(err)
-    try: yield run
+    made, fd, err = [], None, None
+    try:
+        if dist.is_main and fcntl is not None:  # (no fcntl on Windows: no lock)
+            try:
+                made = _make_folder(run.path)
+                fd = _take_lock(run.lock)
+            except ConfigError as e: err = e  # in use, or unusable: every process raises it
+        if (err := dist.first(err)) is not None: raise err
+        yield run
     finally:
         if fd is not None: run.lock.unlink(missing_ok=True); os.close(fd)  # removed before it is unlocked: see `_take_lock`
-        if made and dist.is_main:
-            with contextlib.suppress(OSError): run.path.rmdir()  # a run that failed before writing anything leaves no folder
+        _remove_empty(made)  # a run that wrote nothing leaves no folder, nor the parents it made
 
 # %% ../nbs/13_resilience.ipynb #9319dde2
 class TrainingDiverged(CharrnnError, RuntimeError):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_run.ipynb #73821faa
 from __future__ import annotations
-import contextlib, math, os
+import contextlib, math, os, sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -21,11 +21,12 @@ from .checkpoint import RunDir, CheckpointCB, CheckpointError, current_names, un
 from .checkpoint import read_checkpoint, model_from_checkpoint, bundled_model_path
 from .transfer import grow_vocab, remap
 from .resilience import SignalCB, DivergenceCB, read_latest, resume as resume_run, run_config, run_lock
+from .resilience import PrepSignals
 from .data import CORPORA
 
 # %% auto #0
 __all__ = ['RECIPES', 'FINE_TUNE_LR', 'prepare_text', 'recipe', 'fit_batch_to_text', 'saved_settings', 'run_settings',
-           'check_out', 'checkpoint_path', 'read_source', 'source_settings', 'with_source_chars', 'train']
+           'check_out', 'checkpoint_path', 'read_source', 'source_settings', 'with_source_chars', 'lr_warning', 'train']
 
 # %% ../nbs/16_run.ipynb #9952091c
 from .data import text_ids
@@ -87,17 +88,40 @@ def run_settings(settings:dict, # settings given: any field of `ModelConfig` or 
     if any(k in settings for k in ('max_steps', 'epochs', 'time_limit')):
         for k in ('max_steps', 'epochs', 'time_limit'): train.pop(k, None)  # the user set the run's length
     model = {k: v for k, v in base['model'].items() if k in mk} | {k: v for k, v in settings.items() if k in mk}
-    return ModelConfig(**model).check(), TrainConfig(**(train | {k: v for k, v in settings.items() if k in tk})).check()
+    mcfg, cfg = ModelConfig(**model).check(), TrainConfig(**(train | {k: v for k, v in settings.items() if k in tk}))
+    cfg.check()
+    if mcfg.cell == 'transformer':  # it learns a position per place in a training window: it can use only those
+        mcfg.context = mcfg.context or cfg.seq_len
+        check_arg(mcfg.context <= cfg.seq_len, f"--context {mcfg.context} is longer than the training windows "
+                  f"(--seq-len {cfg.seq_len}): the positions past them would never learn; give --context "
+                  f"{cfg.seq_len} or less, or a longer --seq-len")
+    return mcfg, cfg
 
 # %% ../nbs/16_run.ipynb #ab994f17
+def _same_folder(out:Path, # the run folder
+                 source:Path, # a checkpoint file or run folder
+                ) -> bool:
+    "Whether `source` is the folder `out`, or a file in it."
+    folder = source if source.is_dir() else source.parent
+    return out.exists() and folder.exists() and os.path.samefile(out, folder)
+
 def check_out(run:RunDir, # the run folder asked for
               resume:bool, # whether the run continues the one in it
+              source:Path|None=None, # the checkpoint file or run folder a new run starts from, if any
              ):
     "Raise `ConfigError` unless `run` can take this run (`train` asks holding the folder's lock, `run_lock`)."
     if resume and not run.latest.exists():
         raise ConfigError(f"nothing to resume in {run.path}: no {run.latest.name} there; start without --resume")
-    if run.latest.exists() and not resume:
+    if resume: return
+    if source is not None and _same_folder(run.path, Path(source)):
+        raise ConfigError(f"{flag('out')} {run.path} is the folder of the model given by "
+                          f"{flag('init_from')}, and a new run there would overwrite it; "
+                          f"choose another {flag('out')}")
+    if run.latest.exists():
         raise ConfigError(f"{run.path} already holds a training run; add --resume to continue it, or choose another --out")
+    if found := [f.name for f in run.files if os.path.lexists(f)]:
+        raise ConfigError(f"{run.path} already holds {', '.join(found)} of another run, which a new run "
+                          f"would overwrite; choose another {flag('out')} (or move those files away)")
 
 # %% ../nbs/16_run.ipynb #7190ff3f
 def checkpoint_path(name:str|Path|None, # a checkpoint file or run folder, 'bundled', or None (the bundled model)
@@ -165,6 +189,15 @@ def _start_line(learn:Learner, corpus:dict, run:RunDir|None, resumed:bool) -> st
             f"characters; {dev}{', bf16' if bf16_supported(dev) and cfg.precision != 'fp32' else ''}; until {length}"
             + (f"; run folder {run.path}" if run is not None else ''))
 
+# %% ../nbs/16_run.ipynb #2f6c4d9a
+def lr_warning(lr:float, # the run's peak learning rate
+              ) -> str|None:
+    "A one-line warning for a learning rate far outside what trains a model (above 1, below 1e-6), else None."
+    if 1e-6 <= lr <= 1: return None
+    return (f"warning: {flag('lr')} {lr:g} is far outside the usual range (1e-4 to 1e-2 with Adam); "
+            + ("the run goes on, but it will likely diverge" if lr > 1
+               else "the run goes on, but it will learn almost nothing"))
+
 # %% ../nbs/16_run.ipynb #7b878ebc
 def _check_fits(cfg:TrainConfig, n:int, corpus:dict):
     "Say, in terms of the whole text, that `n` training characters cannot fill one batch."
@@ -197,6 +230,7 @@ def _learner(text:str|Path|None, # the text file or corpus name (None: the resum
     "The learner of a run, with its callbacks, set up for this process, at the step it resumes from."
     base = saved_settings(ckpt) if ckpt else source_settings(source[0], settings, device) if source else recipe(device)
     mcfg, cfg = run_settings(settings, base)
+    if dist.is_main and (warning := lr_warning(cfg.lr)): print(warning, file=sys.stderr, flush=True)
     vocab, train_ids, val_ids, corpus = prepare_text(_run_text(base['corpus'], run) if text is None else text, cfg.val_frac)
     corpus['path'] = str(Path(corpus['path']).resolve())  # so that a resume that names no text finds it from anywhere
     vocab, train_ids, val_ids, origin = with_source_chars(source, ckpt, vocab, train_ids, val_ids)
@@ -221,6 +255,8 @@ def train(text:str|Path|None=None, # a text file, or a corpus name such as 'tiny
           **settings, # any `ModelConfig` or `TrainConfig` field (hidden, layers, dropout, seq_len, lr, max_steps, ...)
          ) -> Learner:
     "Train a `CharModel` on `text` with the device's recipe, overridden by `settings`; return the `Learner`."
+    check_arg(out is None or str(out).strip(),
+              f"{flag('out')} is empty; give the folder to write the run into (it is created if missing)")
     dist, device = init_distributed(device)
     run, settings = None if out is None else RunDir(out), {k: v for k, v in settings.items() if v is not None}
     check_arg(init_from is None or not resume, "--init-from starts a new run and --resume continues the one in --out: give one "
@@ -230,9 +266,11 @@ def train(text:str|Path|None=None, # a text file, or a corpus name such as 'tiny
     check_arg(run is not None or not resume, "--resume needs --out: the folder of the run to continue")
     check_arg(text is not None or resume, "no text to train on: give a text file or a corpus name such as 'tinyshakespeare' "
               "(only --resume may leave it out: it takes the run's own)")
-    with run_lock(run, dist) if run is not None else contextlib.nullcontext():  # one run per folder
-        if run is not None: check_out(run, resume)
+    prep = PrepSignals()  # a signal while the run prepares undoes what was begun: the lock, a temporary file
+    with prep, run_lock(run, dist) if run is not None else contextlib.nullcontext():  # one run per folder
+        if run is not None: check_out(run, resume, None if init_from is None else checkpoint_path(init_from))
         source = read_source(init_from) if init_from is not None and not resume else None  # (torchrun's restart resumes)
         learn = _learner(text, run, read_latest(run) if resume else None, settings, device, dist, quiet, source)  # read and checked once
+        prep.preparing = False  # from here `SignalCB` stops the run after a step, with its checkpoint
         learn.fit()
     return learn

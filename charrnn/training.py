@@ -49,8 +49,12 @@ class TrainConfig:
 def check(self:TrainConfig) -> TrainConfig:
     "Raise `ConfigError` for any setting that cannot work; return `self`."
     def need(n, ok, what): check_arg(ok, f"{flag(n)} must be {what}, not {getattr(self, n)!r}")
-    for n in ('seq_len', 'batch_size', 'eval_every', 'log_every', 'warmup', 'sample_chars'):
-        v = getattr(self, n); need(n, isinstance(v, int) and v >= (0 if n in ('warmup', 'sample_chars') else 1), 'a positive whole number')
+    for n in ('seq_len', 'batch_size', 'eval_every', 'log_every'):
+        need(n, isinstance(getattr(self, n), int) and getattr(self, n) >= 1, 'a positive whole number')
+    for n in ('warmup', 'sample_chars'):
+        need(n, isinstance(getattr(self, n), int) and getattr(self, n) >= 0, 'a whole number, 0 or more')
+    need('seed', isinstance(self.seed, int) and 0 <= self.seed < 2**63,
+         f'a whole number from 0 to 2**63-1 ({2**63 - 1})')
     for n in ('lr', 'grad_clip', 'checkpoint_seconds'): need(n, getattr(self, n) > 0 and math.isfinite(getattr(self, n)), 'a positive number')
     for n in ('max_steps', 'checkpoint_every'): v = getattr(self, n); need(n, v is None or (isinstance(v, int) and v > 0), 'a positive whole number')
     for n in ('epochs', 'time_limit'): v = getattr(self, n); need(n, v is None or (v > 0 and math.isfinite(v)), 'a positive number')
@@ -207,8 +211,10 @@ class Learner:
 def batcher(self:Learner) -> StreamBatcher:
     "The training windows of the current epoch, for this learner's share of the streams."
     if getattr(self, '_batcher_key', None) != (self.epoch, self.shard):
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch)
-        offset = 0 if self.epoch == 0 else int(torch.randint(self.cfg.seq_len, (1,), generator=g))
+        g = torch.Generator().manual_seed((self.cfg.seed * 100_003 + self.epoch) % 2**64)  # 64-bit seeds
+        room = len(self.train_ids) - 1 - self.cfg.batch_size * self.cfg.seq_len  # what one batch leaves over
+        drawn = int(torch.randint(self.cfg.seq_len, (1,), generator=g))
+        offset = 0 if self.epoch == 0 else min(drawn, max(0, room))
         self._batcher, self._batcher_key = StreamBatcher(self.train_ids, self.cfg.batch_size, self.cfg.seq_len, offset=offset,
                                                          rank=self.shard[0], world_size=self.shard[1]), (self.epoch, self.shard)
     return self._batcher

@@ -419,8 +419,8 @@ def test_top_level_help_and_version(run_cli):
 def test_unknown_command(run_cli):
     r = run_cli('trian', 'notes.txt')
     assert r.returncode == 2 and r.stdout == '' and 'Traceback' not in r.stderr, r
-    assert r.stderr.splitlines() == ["charrnn: error: unknown command 'trian'; use 'charrnn train', 'charrnn generate' "
-                                     "or 'charrnn evaluate'"], r
+    assert r.stderr.splitlines() == ["charrnn: error: unknown command 'trian'; use 'charrnn train', 'charrnn generate', "
+                                     "'charrnn evaluate', 'charrnn compress' or 'charrnn decompress'"], r
 
 def test_train_needs_out(run_cli, corpus):
     assert_user_error(run_cli('train', corpus, *SHORT), 'train', '--out', 'required')

@@ -1,21 +1,29 @@
-"""Named corpora (charrnn.data, issue 12): the embedded tiny Shakespeare and the verified download of `shakespeare`;
-and (issue 14) the streaming preparation of a text and the cache of its ids.
+"""Named corpora (charrnn.data, issue 12): the embedded tiny Shakespeare and the verified download of
+`shakespeare`; (issue 14) the streaming preparation of a text and the cache of its ids; and (issue 19) texts
+given as pipes or FIFOs, a cache whose header is damaged or whose folder is a file, a symlink loop, and a
+SIGTERM during a cache write.
 
-The embedded copy: it unpacks to the exact bytes of ../shared/data/tinyshakespeare.txt, and `charrnn train
-tinyshakespeare` works with no network, no CHARRNN_DATA and an empty cache. The download: a local HTTP server on
-127.0.0.1 serves ../shared/data (and a copy of the complete works with one byte changed); `CHARRNN_SHAKESPEARE_URL`
-points the corpus at it. A good download is cached and reused; a corrupted one, a 404 and a dead port are each one
-line (`charrnn train: error: ...`, exit status 2) and leave nothing in the cache. Each case runs through the library
-(fast) and through the real `charrnn train` console script (fixtures in conftest.py).
+Everything here is made by the tests: nothing outside the repository is read (tests/test_standalone.py proves
+it by running this file in a copy of the repository with nothing beside it).
 
-The ids cache: a second preparation of the same text maps the cached file (same inode and mtime, no encoding); a
-changed text gets its own file; a truncated, bit-flipped or foreign cache file is caught and rewritten; the ids always
-equal `Vocab.encode` of `read_text`; and preparing a 30 MB text stays within about a byte per character of memory
-(bench/scale.py prints the figures at 1 MB to 1 GB).
+The embedded copy: it unpacks to the bytes whose sha256 charrnn records, and `charrnn train tinyshakespeare`
+works with no network and an empty cache. The download: a local HTTP server on 127.0.0.1 serves a text made by
+the tests (and a copy with one byte changed); `CHARRNN_SHAKESPEARE_URL` points the corpus at it and the
+corpus's recorded sha256 is, for the test, that of the made text. A good download is cached and reused; a
+corrupted one, a 404 and a dead port are each one line (`charrnn train: error: ...`, exit status 2) and leave
+nothing in the cache. Each case runs through the library and through `charrnn.cli.main` in this process (the
+sha256 record can only be patched in this process).
+
+The ids cache: a second preparation of the same text maps the cached file (same inode and mtime, no encoding);
+a changed text gets its own file; a truncated, bit-flipped or foreign cache file, or one with any byte of its
+header changed, is caught and rewritten; the ids always equal `Vocab.encode` of `read_text`; and preparing a
+30 MB text (tiny Shakespeare, repeated) stays within about a byte per character of memory (bench/scale.py
+prints the figures at 1 MB to 1 GB).
 """
 from __future__ import annotations
 
-import gzip, hashlib, http.server, os, resource, socket, subprocess, sys, textwrap, threading
+import dataclasses, gzip, hashlib, http.server, json, os, random, signal, socket, subprocess, sys, threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -23,17 +31,18 @@ import numpy as np
 import pytest
 import torch
 
+import charrnn.cli
 import charrnn.data
 from charrnn.data import CORPORA, CORPORA_DIR, DownloadError, cache_dir, file_sha256, get_corpus, resolve_text_path
-from charrnn.data import encode_file, ids_file, text_ids
-from charrnn.encoding import Vocab, read_text
+from charrnn.data import encode_file, ids_file, text_ids, _load_ids
+from charrnn.encoding import TextFileError, Vocab, read_text
 from charrnn.run import prepare_text
-from conftest import TINY, assert_user_error, checkpoint_summary
+from conftest import TINY, TINY_SHAKESPEARE_BYTES, Result, assert_user_error, checkpoint_summary
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent/'shared'/'data'  # CI has ../shared beside the clone
 TS_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 SH_SHA256 = '582d1c5e8bb8b9d0ad266dbb36b3d87e6380d909d5d73087d1dc227574bc4ebd'
 SHORT = [*TINY, '--max-steps', '2', '--eval-every', '2', '--val-frac', '0.01']  # 2 steps, validating on 1% only
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONDONTWRITEBYTECODE': '1'}
 
 
 def cached_files(cache:Path) -> list:
@@ -43,17 +52,36 @@ def cached_files(cache:Path) -> list:
 def checkpoints(folder:Path) -> list:
     return sorted(p.name for p in Path(folder).glob('*.safetensors')) if Path(folder).exists() else []
 
+def made_works(seed:int=0) -> bytes:
+    "A stand-in for the complete works, made here: 2,000 lines of tiny Shakespeare in an order set by `seed`."
+    lines = TINY_SHAKESPEARE_BYTES.decode('utf-8').splitlines(keepends=True)
+    random.Random(seed).shuffle(lines)
+    return ''.join(lines[:2000]).encode('utf-8')
+
+def run_main(argv, capsys) -> Result:
+    "Run `charrnn.cli.main(argv)` in this process, as a `Result` (exit status, stdout, stderr)."
+    capsys.readouterr()
+    try: charrnn.cli.main([str(a) for a in argv]); code = 0
+    except SystemExit as e: code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return Result(['charrnn', *argv], code, out, err)
+
 
 # ------------------------------------------------------------------ the embedded tiny Shakespeare
 
-def test_the_checksums_are_those_of_the_shared_files():
-    assert CORPORA['tinyshakespeare'].sha256 == TS_SHA256 == file_sha256(SHARED_DATA/'tinyshakespeare.txt')
-    assert CORPORA['shakespeare'].sha256 == SH_SHA256 == file_sha256(SHARED_DATA/'shakespeare.txt')
+def test_the_recorded_checksums():
+    "The package's tiny Shakespeare has the sha256 recorded for it; the complete works' record is pinned."
+    assert CORPORA['tinyshakespeare'].sha256 == TS_SHA256
+    assert hashlib.sha256(TINY_SHAKESPEARE_BYTES).hexdigest() == TS_SHA256
+    assert CORPORA['shakespeare'].sha256 == SH_SHA256  # its file is not in the repository: downloads below
+    sonnets = gzip.decompress((CORPORA_DIR/CORPORA['sonnets'].embedded).read_bytes())
+    assert hashlib.sha256(sonnets).hexdigest() == CORPORA['sonnets'].sha256
 
 def test_the_embedded_copy_is_small_and_exact():
     gz = Path(str(CORPORA_DIR/CORPORA['tinyshakespeare'].embedded))
     assert gz.stat().st_size < 500_000, gz.stat().st_size
-    assert gzip.decompress(gz.read_bytes()) == (SHARED_DATA/'tinyshakespeare.txt').read_bytes()
+    data = gzip.decompress(gz.read_bytes())
+    assert len(data) == 1_115_394 and hashlib.sha256(data).hexdigest() == TS_SHA256
 
 def test_tinyshakespeare_unpacks_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.delenv('CHARRNN_DATA', raising=False)
@@ -71,6 +99,31 @@ def test_resolve_text_path_keeps_paths(tmp_path, monkeypatch):
     (tmp_path/'shakespeare').write_text('my own file')  # an existing file wins over the corpus name
     assert resolve_text_path('shakespeare') == Path('shakespeare')
     assert resolve_text_path(tmp_path/'nope.txt') == tmp_path/'nope.txt'
+    (tmp_path/'tinyshakespeare.txt').write_text('my own file, named as a corpus is in the cache')
+    monkeypatch.setenv('CHARRNN_CACHE', str(tmp_path/'cache'))
+    mine = resolve_text_path('tinyshakespeare.txt')  # not the cache's copy: left alone
+    assert mine == Path('tinyshakespeare.txt') and mine.read_text().startswith('my own file')
+
+def test_the_cached_copy_of_a_corpus_is_checked_when_given_by_its_path(tmp_path, monkeypatch):
+    "A resumed run names its corpus by its cached copy's path: that copy is checked (and repaired) too."
+    monkeypatch.setenv('CHARRNN_CACHE', str(tmp_path/'cache'))
+    p = get_corpus('tinyshakespeare')
+    p.write_bytes(TINY_SHAKESPEARE_BYTES[:-1] + b'?')  # tampered with: same size
+    assert file_sha256(resolve_text_path(str(p))) == TS_SHA256
+    assert file_sha256(p) == TS_SHA256
+
+def test_resuming_a_named_corpus_checks_its_cached_copy(tmp_path, monkeypatch, capsys):
+    "`charrnn train tinyshakespeare`, its cached copy tampered with, `--resume` with no text: the true text."
+    monkeypatch.setenv('CHARRNN_CACHE', str(cache := tmp_path/'cache'))
+    run = tmp_path/'run'
+    r = run_main(['train', 'tinyshakespeare', '--out', run, *SHORT], capsys)
+    assert r.returncode == 0, r
+    (cache/'tinyshakespeare.txt').write_bytes(TINY_SHAKESPEARE_BYTES.replace(b'KING', b'QUEE'))
+    r = run_main(['train', '--out', run, '--resume', '--max-steps', '4'], capsys)
+    assert r.returncode == 0, r
+    assert 'differs' not in r.stdout + r.stderr, r
+    assert checkpoint_summary(run/'latest.safetensors')['corpus']['sha256'] == TS_SHA256
+    assert file_sha256(cache/'tinyshakespeare.txt') == TS_SHA256
 
 def test_an_unknown_corpus_lists_the_names():
     with pytest.raises(Exception, match='tinyshakespeare, shakespeare'): get_corpus('shakespear')
@@ -90,10 +143,28 @@ def test_resolve_tinyshakespeare_in_a_bare_process(run_cli, cache_dir):
     assert r.returncode == 0 and r.stdout.strip() == TS_SHA256, r
 
 
+# ------------------------------------------------------------------ a cache folder that is a file
+
+def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    (f := tmp_path/'cache').write_text('a file, not a folder')
+    monkeypatch.setenv('CHARRNN_CACHE', str(f))
+    with pytest.raises(DownloadError) as e: get_corpus('tinyshakespeare')
+    msg = str(e.value)
+    assert '\n' not in msg and f'{f} is a file' in msg and 'CHARRNN_CACHE' in msg, msg
+    assert f.read_text() == 'a file, not a folder'
+
+def test_a_cache_folder_that_is_a_file_through_the_cli(tmp_path, monkeypatch, capsys):
+    (f := tmp_path/'cache').write_text('a file, not a folder')
+    monkeypatch.setenv('CHARRNN_CACHE', str(f))
+    r = run_main(['train', 'tinyshakespeare', '--out', tmp_path/'run', *SHORT], capsys)
+    assert_user_error(r, 'train', 'is a file', 'CHARRNN_CACHE')
+    assert not (tmp_path/'run').exists()
+
+
 # ------------------------------------------------------------------ downloading the complete works
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    "Serves ../shared/data; /corrupt/NAME is NAME with one byte changed. Records every path asked for."
+    "Serves the test's folder; /corrupt/NAME is NAME with one byte changed. Records every path asked for."
     def do_GET(self):
         self.server.requests.append(self.path)
         if not self.path.startswith('/corrupt/'): return super().do_GET()
@@ -104,45 +175,58 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args): pass
 
 @pytest.fixture(scope='module')
-def server():
-    "A local HTTP server serving ../shared/data: `(server, base url)`."
-    good = (SHARED_DATA/'shakespeare.txt').read_bytes()
+def server(tmp_path_factory):
+    "A local HTTP server serving a folder holding `shakespeare.txt` (`made_works()`): `(server, base url)`."
+    served = tmp_path_factory.mktemp('served')
+    (served/'shakespeare.txt').write_bytes(good := made_works())
     bad = bytearray(good); i = len(bad) // 2; bad[i] = ord('#') if bad[i] != ord('#') else ord('%')
-    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), partial(_Handler, directory=str(SHARED_DATA)))
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), partial(_Handler, directory=str(served)))
     srv.requests, srv.corrupt = [], {'shakespeare.txt': bytes(bad)}
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv, f'http://127.0.0.1:{srv.server_address[1]}'
     srv.shutdown(); srv.server_close()
+
+@pytest.fixture
+def works(monkeypatch) -> bytes:
+    "The made text's bytes; for this test, the `shakespeare` corpus's recorded sha256 is theirs."
+    body = made_works()
+    monkeypatch.setitem(CORPORA, 'shakespeare', dataclasses.replace(CORPORA['shakespeare'],
+                                                                     sha256=hashlib.sha256(body).hexdigest()))
+    return body
 
 def dead_url() -> str:
     with socket.socket() as s:  # a port that was free a moment ago and has no listener
         s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     return f'http://127.0.0.1:{port}/shakespeare.txt'
 
-def download_env(cache:Path, url:str) -> dict:
-    return {'CHARRNN_DATA': None, 'CHARRNN_CACHE': cache, 'CHARRNN_SHAKESPEARE_URL': url}
-
 def use(monkeypatch, cache:Path, url:str):
-    for k, v in download_env(cache, url).items():
-        if v is None: monkeypatch.delenv(k, raising=False)
-        else: monkeypatch.setenv(k, str(v))
+    monkeypatch.delenv('CHARRNN_DATA', raising=False)
+    monkeypatch.setenv('CHARRNN_CACHE', str(cache))
+    monkeypatch.setenv('CHARRNN_SHAKESPEARE_URL', url)
 
 # --- through the library
 
-def test_library_download_then_cache(server, cache_dir, monkeypatch):
+def test_library_download_then_cache(server, works, cache_dir, monkeypatch):
     srv, base = server; srv.requests.clear()
     use(monkeypatch, cache_dir, f'{base}/shakespeare.txt')
     p = get_corpus('shakespeare')
     assert p == cache_dir/'shakespeare.txt' and srv.requests == ['/shakespeare.txt']
-    assert p.read_bytes() == (SHARED_DATA/'shakespeare.txt').read_bytes()
+    assert p.read_bytes() == works
     use(monkeypatch, cache_dir, f'{base}/gone.txt')  # cached and checked: nothing is fetched
     assert resolve_text_path('shakespeare') == p and srv.requests == ['/shakespeare.txt']
     p.write_bytes(p.read_bytes()[:-1])  # a damaged cache is fetched again (and, here, fails: nothing is left)
     with pytest.raises(DownloadError, match='not found'): get_corpus('shakespeare')
     assert list(cache_dir.iterdir()) == []
 
+def test_the_real_record_refuses_the_made_text(server, cache_dir, monkeypatch):
+    "Unpatched, the record is the complete works' sha256: the made text is refused (the check above is real)."
+    srv, base = server
+    use(monkeypatch, cache_dir, f'{base}/shakespeare.txt')
+    with pytest.raises(DownloadError, match='sha256'): get_corpus('shakespeare')
+    assert list(cache_dir.iterdir()) == []
+
 @pytest.mark.parametrize('case', ['corrupt', '404', 'dead'])
-def test_library_failed_download_keeps_nothing(server, cache_dir, monkeypatch, case):
+def test_library_failed_download_keeps_nothing(server, works, cache_dir, monkeypatch, case):
     srv, base = server
     url = {'corrupt': f'{base}/corrupt/shakespeare.txt', '404': f'{base}/gone.txt', 'dead': dead_url()}[case]
     use(monkeypatch, cache_dir, url)
@@ -152,40 +236,45 @@ def test_library_failed_download_keeps_nothing(server, cache_dir, monkeypatch, c
     assert {'corrupt': 'sha256', '404': 'not found', 'dead': 'could not download'}[case] in msg.lower(), msg
     assert list(cache_dir.iterdir()) == []
 
-# --- through the real `charrnn train` command (the assertions of test_cli.py's tinyshakespeare download tests)
+# --- through the command (`charrnn.cli.main`, in this process), as test_cli.py's download tests do
 
-def test_download_then_cache(run_cli, server, cache_dir, tmp_path):
+def test_download_then_cache(server, works, cache_dir, tmp_path, monkeypatch, capsys):
     srv, base = server; srv.requests.clear()
-    r = run_cli('train', 'shakespeare', '--out', tmp_path/'run1', *SHORT, env=download_env(cache_dir, f'{base}/shakespeare.txt'))
+    sha = CORPORA['shakespeare'].sha256
+    use(monkeypatch, cache_dir, f'{base}/shakespeare.txt')
+    r = run_main(['train', 'shakespeare', '--out', tmp_path/'run1', *SHORT], capsys)
     assert r.returncode == 0, r
     assert srv.requests == ['/shakespeare.txt']
-    assert cached_files(cache_dir) == ['ids/' + SH_SHA256 + '.ids', 'shakespeare.txt']
-    assert (cache_dir/'shakespeare.txt').read_bytes() == (SHARED_DATA/'shakespeare.txt').read_bytes()
+    assert cached_files(cache_dir) == ['ids/' + sha + '.ids', 'shakespeare.txt']
+    assert (cache_dir/'shakespeare.txt').read_bytes() == works
     corpus = checkpoint_summary(tmp_path/'run1'/'best.safetensors')['corpus']
-    assert corpus['sha256'] == SH_SHA256 and corpus['name'] == 'shakespeare', corpus
+    assert corpus['sha256'] == sha and corpus['name'] == 'shakespeare', corpus
     # the server now answers 404: the checked copy in the cache is used, and nothing is fetched
-    r = run_cli('train', 'shakespeare', '--out', tmp_path/'run2', *SHORT, env=download_env(cache_dir, f'{base}/gone.txt'))
+    use(monkeypatch, cache_dir, f'{base}/gone.txt')
+    r = run_main(['train', 'shakespeare', '--out', tmp_path/'run2', *SHORT], capsys)
     assert r.returncode == 0, r
     assert srv.requests == ['/shakespeare.txt']
-    assert cached_files(cache_dir) == ['ids/' + SH_SHA256 + '.ids', 'shakespeare.txt']
+    assert cached_files(cache_dir) == ['ids/' + sha + '.ids', 'shakespeare.txt']
 
-def test_download_with_wrong_checksum_keeps_nothing(run_cli, server, cache_dir, tmp_path):
+def test_download_with_wrong_checksum_keeps_nothing(server, works, cache_dir, tmp_path, monkeypatch, capsys):
     srv, base = server
-    r = run_cli('train', 'shakespeare', '--out', tmp_path/'run', *SHORT, env=download_env(cache_dir, f'{base}/corrupt/shakespeare.txt'))
+    use(monkeypatch, cache_dir, f'{base}/corrupt/shakespeare.txt')
+    r = run_main(['train', 'shakespeare', '--out', tmp_path/'run', *SHORT], capsys)
     assert_user_error(r, 'train', 'sha256', 'corrupt')
     assert list(cache_dir.iterdir()) == [], 'a download that fails its checksum must leave nothing in the cache'
     assert not checkpoints(tmp_path/'run')
 
-def test_download_404(run_cli, server, cache_dir, tmp_path):
+def test_download_404(server, works, cache_dir, tmp_path, monkeypatch, capsys):
     srv, base = server
-    r = run_cli('train', 'shakespeare', '--out', tmp_path/'run', *SHORT, env=download_env(cache_dir, f'{base}/gone.txt'))
+    use(monkeypatch, cache_dir, f'{base}/gone.txt')
+    r = run_main(['train', 'shakespeare', '--out', tmp_path/'run', *SHORT], capsys)
     assert_user_error(r, 'train', f'{base}/gone.txt', 'not found')
     assert list(cache_dir.iterdir()) == []
     assert not checkpoints(tmp_path/'run')
 
-def test_download_from_a_dead_server(run_cli, cache_dir, tmp_path):
-    url = dead_url()
-    r = run_cli('train', 'shakespeare', '--out', tmp_path/'run', *SHORT, env=download_env(cache_dir, url))
+def test_download_from_a_dead_server(works, cache_dir, tmp_path, monkeypatch, capsys):
+    use(monkeypatch, cache_dir, url := dead_url())
+    r = run_main(['train', 'shakespeare', '--out', tmp_path/'run', *SHORT], capsys)
     assert_user_error(r, 'train', url, 'could not download')
     assert list(cache_dir.iterdir()) == []
     assert not checkpoints(tmp_path/'run')
@@ -197,7 +286,7 @@ def test_download_from_a_dead_server(run_cli, cache_dir, tmp_path):
 def text(tmp_path, monkeypatch) -> Path:
     "A copy of tiny Shakespeare to prepare, with `CHARRNN_CACHE` in a fresh folder."
     monkeypatch.setenv('CHARRNN_CACHE', str(tmp_path/'cache'))
-    (p := tmp_path/'text.txt').write_bytes((SHARED_DATA/'tinyshakespeare.txt').read_bytes())
+    (p := tmp_path/'text.txt').write_bytes(TINY_SHAKESPEARE_BYTES)
     return p
 
 @pytest.fixture
@@ -321,16 +410,167 @@ print(len(ids), base, status('VmHWM'))
 
 @pytest.mark.skipif(not os.access('/proc/self/clear_refs', os.W_OK), reason='needs Linux /proc/self/clear_refs to reset the peak')
 def test_preparing_a_big_text_costs_about_a_byte_per_character(tmp_path):
-    "30 MB of text (the complete works, repeated): preparing it raises the peak memory by about the ids' size, not 24× it."
-    body = (SHARED_DATA/'shakespeare.txt').read_bytes()
+    "30 MB of text (tiny Shakespeare, 27 times): preparing it raises the peak memory by about the ids' size."
+    body, times = TINY_SHAKESPEARE_BYTES, 27
     with open(p := tmp_path/'big.txt', 'wb') as f:
-        for _ in range(6): f.write(body)
+        for _ in range(times): f.write(body)
     env = {**os.environ, 'CHARRNN_CACHE': str(tmp_path/'cache'), 'OMP_NUM_THREADS': '1'}
     for run in ('encoded', 'cached'):
         r = subprocess.run([sys.executable, '-c', PEAK, str(p)], capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr
         n, base, peak = map(int, r.stdout.split())
-        assert n == 6 * len(body)
+        assert n == times * len(body)
         print(f"{run}: {n / 1e6:.0f} M characters, peak memory {(peak - base) / 1e6:.0f} MB above the {base / 1e6:.0f} MB in use before")
         assert peak - base < 2 * n + 64e6, (run, peak - base)  # ids (1 byte a character) plus a piece; reading it whole took 24
         assert run == 'cached' or peak - base > n // 2  # the measure sees the ids: the encoded ones are all in memory
+
+
+# ------------------------------------------------------------ the cache's header, pipes, FIFOs (issue 19)
+
+def header_length(f:Path) -> int:
+    "Where a cache file's ids start: after its second line."
+    b = f.read_bytes(); return b.index(b'\n', b.index(b'\n') + 1) + 1
+
+def test_every_byte_of_the_header_is_checked(text):
+    "Any one byte of a cache file's header changed (vocabulary included): the file is not used."
+    vocab, ids, sha = text_ids(text)
+    f = ids_file(sha); good = f.read_bytes(); n = header_length(f)
+    assert n % 64 == 0 and n < len(good) and _load_ids(f, sha) is not None
+    for i in range(n):
+        for new in {good[i] ^ 0x01, good[i] ^ 0x20, 0x20}:
+            if new == good[i]: continue
+            f.write_bytes(good[:i] + bytes([new]) + good[i + 1:])
+            assert _load_ids(f, sha) is None, (i, good[i:i + 1], bytes([new]))
+
+def test_a_changed_vocabulary_is_rebuilt(text, encodings):
+    "The vocabulary is in the header: 'a' swapped for '@' there would shift ids; it is caught and rebuilt."
+    vocab, ids, sha = text_ids(text)
+    f = ids_file(sha); good = f.read_bytes(); n = header_length(f)
+    head = good[:n]; i = head.index(b'"vocab": "') + len(b'"vocab": "')
+    k = head.index(b'a', i)
+    f.write_bytes(head[:k] + b'@' + head[k + 1:] + good[n:])  # still valid JSON, 65 distinct characters
+    v2, ids2, _ = text_ids(text)
+    assert encodings == [text, text] and v2 == vocab and torch.equal(ids2, ids)
+    assert f.read_bytes() == good
+
+@pytest.mark.parametrize('meta', [dict(dtype='object'), dict(n=-1), dict(vocab=123), dict(vocab='ab'),
+                                  dict(n=10**30), dict(dtype='int64'), 'not a dict', dict(sha256=None)])
+def test_a_well_formed_but_wrong_header_is_never_used(text, meta):
+    "A header whose checksum is right but whose content is wrong (a bug, a hand-made file): `None`, no crash."
+    vocab, ids, sha = text_ids(text)
+    f = ids_file(sha); body = f.read_bytes()[header_length(f):]
+    good = dict(sha256=sha, vocab=''.join(vocab.itos), dtype='uint8', n=len(ids))
+    m = json.dumps({**good, **meta} if isinstance(meta, dict) else meta).encode()
+    f.write_bytes(charrnn.data._ids_header(m, np.frombuffer(body, np.uint8)) + body)
+    assert _load_ids(f, sha) is None
+    f.write_bytes(charrnn.data._ids_header(json.dumps(good).encode(), np.frombuffer(body, np.uint8)) + body)
+    assert _load_ids(f, sha) is not None  # the same file with the right header is used: the test can tell
+
+def test_the_ids_are_written_by_the_one_atomic_write(text, monkeypatch):
+    "`_save_ids` writes through `charrnn.core.atomic_write_bytes` (fsync included), in pieces: no copy."
+    import charrnn.core
+    calls, real = [], charrnn.core.atomic_write_bytes
+    monkeypatch.setattr(charrnn.data, 'atomic_write_bytes', lambda p, d: calls.append((p, d)) or real(p, d))
+    vocab, ids, sha = text_ids(text)
+    assert [c[0] for c in calls] == [ids_file(sha)]
+    head, body = calls[0][1]
+    assert len(body) == len(ids) and np.shares_memory(np.frombuffer(body, np.uint8), ids.numpy())
+
+SLOW_WRITE = '''
+import os, sys, time, charrnn.core
+from charrnn.data import text_ids
+real = os.fsync
+def slow(fd): print('writing', flush=True); time.sleep(60); real(fd)
+os.fsync = slow  # the cache write stops just before its fsync: the temporary file is on disk, half-way
+text_ids(sys.argv[1])
+print('finished', flush=True)
+'''
+
+def test_sigterm_during_a_cache_write_leaves_no_temporary_file(text, tmp_path):
+    env = {**ENV, 'CHARRNN_CACHE': str(tmp_path/'cache')}
+    p = subprocess.Popen([sys.executable, '-c', SLOW_WRITE, str(text)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == 'writing\n', p.stderr.read()
+        assert len(list((tmp_path/'cache'/'ids').iterdir())) == 1  # the temporary file, half-way
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+    finally: p.kill()
+    assert p.returncode == -signal.SIGTERM, (p.returncode, p.stderr.read())  # died of the signal, as it would
+    assert list((tmp_path/'cache'/'ids').iterdir()) == []
+
+def test_a_cache_that_cannot_be_written_is_one_note(text, monkeypatch, tmp_path, capsys):
+    "The ids folder is a file: the run goes on (the ids in memory), and one line on stderr names the fix."
+    monkeypatch.setenv('CHARRNN_CACHE', str(tmp_path/'c'))
+    (tmp_path/'c').mkdir(); (tmp_path/'c'/'ids').write_text('a file where the ids folder goes')
+    for _ in range(2): vocab, ids, sha = text_ids(text)
+    assert sha == TS_SHA256 and torch.equal(ids, plain(text)[1])
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"{tmp_path/'c'/'ids'} is a file" in err[0] and 'CHARRNN_CACHE' in err[0], err
+
+def test_a_symlink_loop_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('CHARRNN_CACHE', str(tmp_path/'cache'))
+    (loop := tmp_path/'loop.txt').symlink_to('loop.txt')
+    with pytest.raises(TextFileError, match='symbolic link') as e: text_ids(loop)
+    assert 'loop' in str(e.value) and '\n' not in str(e.value)
+    r = run_main(['train', loop, '--out', tmp_path/'run', *SHORT], capsys)
+    assert_user_error(r, 'train', 'symbolic link')
+
+def test_a_device_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv('CHARRNN_CACHE', str(tmp_path/'cache'))
+    with pytest.raises(TextFileError, match='save the text to a file'): text_ids('/dev/null')
+
+def feed(path:str, data:bytes, pieces:int=7):
+    "Write `data` to the pipe or FIFO `path` from a thread, in pieces, and close it."
+    def run():
+        with open(path, 'wb') as f:
+            for i in range(pieces):
+                f.write(data[i * len(data) // pieces:(i + 1) * len(data) // pieces])
+                f.flush(); time.sleep(0.01)
+    t = threading.Thread(target=run, daemon=True); t.start()
+    return t
+
+def test_a_pipe_is_read_once(text, encodings):
+    "A pipe (/dev/fd/N, as `<(cat f)` gives) is hashed and encoded in one pass; its ids are cached."
+    r, w = os.pipe()
+    def write():
+        with open(w, 'wb') as f: f.write(TINY_SHAKESPEARE_BYTES)
+    threading.Thread(target=write, daemon=True).start()
+    try: vocab, ids, sha = text_ids(f'/dev/fd/{r}')
+    finally: os.close(r)
+    assert sha == TS_SHA256 and len(encodings) == 1
+    v, ref = plain(text)
+    assert vocab == v and torch.equal(ids, ref) and ids_file(sha).is_file()
+    _, ids2, _ = text_ids(text)  # the file itself: the ids cached from the pipe are used
+    assert len(encodings) == 1 and torch.equal(ids2, ref)
+
+def test_dev_stdin_is_read_once(text, tmp_path):
+    code = ("from charrnn.run import prepare_text; v, t, _, c = prepare_text('/dev/stdin'); "
+            "print(c['sha256'], c['chars'])")
+    r = subprocess.run([sys.executable, '-c', code], input=TINY_SHAKESPEARE_BYTES, capture_output=True,
+                       timeout=120, env={**ENV, 'CHARRNN_CACHE': str(tmp_path/'cache')})
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split() == [TS_SHA256, '1115394']
+
+def test_a_fifo_with_a_writer_is_read(text, tmp_path):
+    os.mkfifo(fifo := tmp_path/'fifo')
+    t = feed(str(fifo), TINY_SHAKESPEARE_BYTES)
+    vocab, ids, sha = text_ids(fifo)
+    t.join(5)
+    assert sha == TS_SHA256 and torch.equal(ids, plain(text)[1])
+
+NO_WRITER = '''
+import sys, charrnn.data, charrnn.cli
+charrnn.data.FIFO_WAIT = 1  # seconds (the default waits a minute for a writer)
+charrnn.cli.main(['train', sys.argv[1], '--out', sys.argv[2], '--hidden', '8', '--layers', '1',
+                  '--max-steps', '1'])
+'''
+
+def test_a_fifo_with_no_writer_does_not_hang(tmp_path):
+    "Nobody writes to the FIFO: the run gives up after `FIFO_WAIT`, in one line, leaving no lock or folder."
+    os.mkfifo(fifo := tmp_path/'fifo')
+    r = subprocess.run([sys.executable, '-c', NO_WRITER, str(fifo), str(tmp_path/'run')], capture_output=True,
+                       text=True, timeout=120, env={**ENV, 'CHARRNN_CACHE': str(tmp_path/'cache')})
+    r = Result(['train'], r.returncode, r.stdout, r.stderr)
+    assert_user_error(r, 'train', str(fifo), 'save the text to a file')
+    assert not (tmp_path/'run').exists()

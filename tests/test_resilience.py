@@ -570,7 +570,9 @@ def test_non_finite_validation_loss_stops(short_corpus, tmp_path):
 def test_absurd_learning_rate_on_the_command_line(text_file, tmp_path):
     out = tmp_path/'lr'
     r = cli('train', text_file, '--out', out, *TINY, '--lr', '1e38', '--max-steps', 40, '--checkpoint-every', 2)
-    line = assert_one_line_error(r.returncode, r.stderr, 'train', 1, 'training diverged', 'learning rate')
+    warning, *rest = r.stderr.splitlines(keepends=True)  # first, one line that warns of such a learning rate
+    assert warning.startswith('warning: --lr 1e+38 is far outside'), r.stderr
+    line = assert_one_line_error(r.returncode, ''.join(rest), 'train', 1, 'training diverged', 'learning rate')
     assert finite_checkpoints(out)
     if not (out/'latest.safetensors').exists():   # no checkpoint to speak of: the message must not claim one
         assert 'checkpoint is kept' not in line, line
@@ -718,13 +720,19 @@ def test_resuming_a_finished_run_takes_no_further_step(text_file, tmp_path, caps
 
 
 def test_killed_before_the_first_latest_checkpoint(text_file, tmp_path, capsys):
-    "A run killed between writing its first best.safetensors and its first latest.safetensors can be started again."
+    "A run killed between writing its first best.safetensors and its first latest.safetensors: its files are never"
+    "overwritten (issue 19: best.safetensors alone is a run's), and once they are moved away, the run starts again."
     out = tmp_path/'run'
     code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 2, '--eval-every', 2], capsys)
     assert code == 0, err
     (out/'latest.safetensors').unlink()        # as if killed just before it was written
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     code, _, err = run_main(['train', text_file, '--out', out, '--resume', *TINY, '--max-steps', 2], capsys)
     assert_one_line_error(code, err, 'train', 2, 'nothing to resume')
+    code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 2, '--eval-every', 2], capsys)
+    assert_one_line_error(code, err, 'train', 2, 'best.safetensors', 'another --out', 'move those files away')
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    for name in before: (out/name).rename(tmp_path/name)
     code, _, err = run_main(['train', text_file, '--out', out, *TINY, '--max-steps', 2, '--eval-every', 2], capsys)
     assert code == 0, err
     assert_healthy_run(out, 2)

@@ -2,8 +2,9 @@
 # Run every test: the notebooks (plain `nbdev_test`: slow cells skipped, default workers; --timing only prints each
 # notebook's seconds), the README check, then pytest (CLI, data, resilience, distributed, the wheel, the notebooks
 # under a Jupyter kernel, the docs site in headless Chromium, the export check). Expects the environment from
-# tools/setup_env.sh; needs no network and nothing outside the clone (the download tests serve ../shared/data from
-# a local HTTP server where it exists). Extra arguments go to pytest, e.g. `bash tools/test.sh -k cli`.
+# tools/setup_env.sh; needs no network and nothing outside the clone (the download tests serve texts they make from
+# a local HTTP server on 127.0.0.1; tests/test_standalone.py runs the data tests in a copy of the clone with nothing
+# beside it). Extra arguments go to pytest, e.g. `bash tools/test.sh -k cli`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
