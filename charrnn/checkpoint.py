@@ -18,6 +18,7 @@ from .encoding import Vocab
 from .model import CharModel, map_hidden, num_params, bits_per_char
 from .training import Learner, Callback, History
 from .distributed import Dist
+from . import transformer  # adds cell='transformer' to CharModel (lesson 07), for every checkpoint
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'OLD_NAMES', 'RunDir', 'CheckpointError', 'current_names', 'write_checkpoint',
