@@ -4,10 +4,11 @@ from pathlib import Path
 
 import torch
 
+from charrnn.data import get_corpus
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent/'shared'
-BASELINE = SHARED/'bench'/'lesson_baseline.py'
-CORPUS = SHARED/'data'/'tinyshakespeare.txt'
+BASELINE = REPO/'bench'/'lesson_baseline.py'   # the original lesson's approach, in this repository
+CORPUS = get_corpus('tinyshakespeare')         # the package's copy: no network, nothing outside the repo
 
 
 def machine() -> dict:
@@ -38,10 +39,10 @@ def table(rows:list, cols:list) -> str:
     return '\n'.join(lines)
 
 
-def run_baseline(text=CORPUS, steps:int=10, gen:int=300, gpu:bool=False) -> dict:
-    "Run the original lesson's code (shared/bench/lesson_baseline.py) in a subprocess; return its JSON."
-    if not BASELINE.exists(): raise SystemExit(f'baseline not found: {BASELINE} (shared/ must sit beside the repo)')
-    cmd = [sys.executable, str(BASELINE), str(text), '--steps', str(steps), '--gen', str(gen)] + (['--gpu'] if gpu else [])
+def run_baseline(text=CORPUS, steps:int=10, gen:int=300, gpu:bool=False, train:bool=True) -> dict:
+    "Run the original lesson's approach (bench/lesson_baseline.py) in a subprocess; return its JSON."
+    cmd = [sys.executable, str(BASELINE), str(text), '--steps', str(steps), '--gen', str(gen)]
+    cmd += (['--gpu'] if gpu else []) + ([] if train else ['--no-train'])
     t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
@@ -50,4 +51,5 @@ def run_baseline(text=CORPUS, steps:int=10, gen:int=300, gpu:bool=False) -> dict
 
 
 def sync(device):
+    "Wait for the device's queued work (CUDA), so that a timer stops after it."
     if torch.device(device).type == 'cuda': torch.cuda.synchronize()

@@ -1,6 +1,6 @@
 """How the cost of a run grows with the size of its text (issue 14): 1, 10, 100 and 1,000 MB.
 
-For each size, a text made by repeating ../shared/data/shakespeare.txt is written to a temporary folder (deleted after,
+For each size, a text made by repeating tiny Shakespeare (the copy inside the package) is written to a temporary folder (deleted after,
 with its ids cache), and three fresh processes each measure one thing, so that each peak memory figure is its own:
 
   cold    `prepare_text` with an empty cache: read, check, build the vocabulary and encode in one streaming pass,
@@ -24,9 +24,9 @@ import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import SHARED, emit, machine, table
+from _common import CORPUS, emit, machine, table
 
-SOURCE = SHARED/'data'/'shakespeare.txt'
+SOURCE = CORPUS  # tiny Shakespeare from the package (ASCII, 1,115,394 bytes)
 
 CHILD = r'''
 import json, os, re, resource, sys, time, zlib
@@ -66,7 +66,7 @@ print(json.dumps(out))
 
 
 def make_text(dest:Path, mb:int) -> Path:
-    "A text of `mb` million bytes: shakespeare.txt repeated (ASCII, so bytes are characters)."
+    "A text of `mb` million bytes: tiny Shakespeare repeated (ASCII, so bytes are characters)."
     body, n = SOURCE.read_bytes(), mb * 1_000_000
     with open(dest, 'wb') as f:
         for i in range(0, n, len(body)): f.write(body[:n - i])

@@ -38,6 +38,7 @@ class Sampler:
     top_k:int|None=None # draw among the k most likely characters
     top_p:float|None=None # draw from the smallest set of most likely characters whose probability adds up to this
     min_p:float|None=None # draw among the characters at least this fraction as likely as the most likely one
+    weights:str='fp32' # fp32 (exact), or int8: an LSTM on the CPU with 8-bit weights, faster, the text slightly different
 
 # %% ../nbs/04_generation.ipynb #b184c78c
 def _is_num(v, # any value
@@ -54,14 +55,22 @@ def check(self:Sampler):
               f"--top-k must be a whole number of at least 1, not {k}")
     check_arg(p is None or (_is_num(p) and 0 < p <= 1), f"--top-p must be in (0, 1], not {p}")
     check_arg(m is None or (_is_num(m) and 0 <= m <= 1), f"--min-p must be in [0, 1], not {m}")
+    check_arg(self.weights in ('fp32', 'int8'), f"--weights must be fp32 or int8, not {self.weights!r}")
     return self
+
+# %% ../nbs/04_generation.ipynb #7baf318e
+def _scaled(z:torch.Tensor, # scores, at most 0 (the largest subtracted)
+            t:float, # the temperature, > 0
+           ) -> torch.Tensor:
+    "`z / t` with no NaN: the best score stays 0 and the others go to -inf at worst, whatever `t`."
+    return z / max(t, torch.finfo(z.dtype).tiny)   # a temperature below what the dtype holds is its smallest
 
 # %% ../nbs/04_generation.ipynb #5d5d0d87
 @patch
 def filter(self:Sampler, logits:torch.Tensor, # (..., V) the model's scores
           ) -> torch.Tensor:
     "The scores divided by the temperature, with the characters top-k, top-p and min-p exclude set to -inf."
-    z = logits / self.temperature if self.temperature > 0 else logits
+    z = _scaled(logits - logits.amax(-1, keepdim=True), self.temperature) if self.temperature > 0 else logits
     if self.top_k is not None and self.top_k < z.shape[-1]:
         z = z.masked_fill(z < z.topk(self.top_k, dim=-1).values[..., -1:], -math.inf)
     if self.top_p is not None and self.top_p < 1:
@@ -83,7 +92,8 @@ def __call__(self:Sampler, logits:torch.Tensor, # (B, V) the model's scores, flo
     if self.temperature == 0 or noise is None: return logits.argmax(-1)
     if self.top_k is not None and self.top_p is None and self.min_p is None and self.top_k < logits.shape[-1]:
         vals, idx = logits.topk(self.top_k, dim=-1)  # the same draw among the k candidates only: fewer operations a step
-        return idx.gather(-1, (vals / self.temperature + noise.gather(-1, idx)).argmax(-1, keepdim=True)).squeeze(-1)
+        z = _scaled(vals - vals[..., :1], self.temperature)   # what `filter` gives the k kept characters
+        return idx.gather(-1, (z + noise.gather(-1, idx)).argmax(-1, keepdim=True)).squeeze(-1)
     return (self.filter(logits) + noise).argmax(-1)
 
 # %% ../nbs/04_generation.ipynb #a35bf1cf
@@ -111,7 +121,8 @@ def generate_ids(model:CharModel, # a trained model
     check_arg(isinstance(length, int) and length >= 0, f"--length must be a whole number of at least 0, not {length}")
     check_arg(isinstance(num_samples, int) and num_samples >= 1, f"--num-samples must be at least 1, not {num_samples}")
     prime_ids = _encode_prime(model, prime).expand(num_samples, -1)
-    return decode_ids(model, prime_ids, length, sampler, seed, noisy=sampler.temperature > 0, fast=fast)
+    return decode_ids(model, prime_ids, length, sampler, seed, noisy=sampler.temperature > 0, fast=fast,
+                      weights=sampler.weights)
 
 # %% ../nbs/04_generation.ipynb #d46ecb97
 def generate_text(model:CharModel, # a trained model
