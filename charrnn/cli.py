@@ -26,8 +26,8 @@ from .run import train, RECIPES, checkpoint_path
 from .compress import compress_cmd, decompress_cmd
 
 # %% auto #0
-__all__ = ['COMMANDS', 'EPILOG', 'CPU_OUT_OF_MEMORY', 'add_flags', 'Parser', 'train_cmd', 'generate_cmd', 'text_loss',
-           'evaluate_cmd', 'recipe_defaults', 'make_parser', 'run_command', 'main']
+__all__ = ['COMMANDS', 'EPILOG', 'add_flags', 'Parser', 'train_cmd', 'generate_cmd', 'text_loss', 'evaluate_cmd',
+           'recipe_defaults', 'make_parser', 'run_command', 'main']
 
 # %% ../nbs/17_cli.ipynb #c99a9c90
 def _plain(t):
@@ -231,7 +231,7 @@ def _fail(cmd:str, # the command that failed
 
 # %% ../nbs/17_cli.ipynb #3e9d2b6f
 # what torch's RuntimeError says when the CPU has no memory left
-CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
+_CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
 
 def _out_of_memory(cmd:str) -> str:
     "The one line for a device, GPU or CPU, that ran out of memory."
@@ -260,7 +260,7 @@ def run_command(cmd:str, # 'train' or 'generate'
     except CharrnnError as e: _fail(cmd, e, 2)
     except torch.OutOfMemoryError: _fail(cmd, _out_of_memory(cmd), 2)
     except RuntimeError as e:
-        if CPU_OUT_OF_MEMORY not in str(e): raise
+        if _CPU_OUT_OF_MEMORY not in str(e): raise
         _fail(cmd, _out_of_memory(cmd), 2)  # the CPU's allocation failed: the same line as a GPU's
     except OSError as e: _fail(cmd, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ''), 2)
     except KeyboardInterrupt:
