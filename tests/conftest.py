@@ -58,6 +58,18 @@ class Result:
                 f"--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-6000:]}")
 
 
+def run_main(argv, capsys) -> Result:
+    "Run `charrnn.cli.main(argv)` in this process, as a `Result` (exit status, stdout, stderr)."
+    import charrnn.cli
+    capsys.readouterr()
+    try:
+        charrnn.cli.main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e: code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return Result(['charrnn', *argv], code, out, err)
+
+
 @pytest.fixture(scope='session')
 def sandbox(tmp_path_factory) -> Path:
     "A session folder holding the no-network `sitecustomize` and a throwaway HOME."

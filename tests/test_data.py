@@ -37,7 +37,7 @@ from charrnn.data import CORPORA, CORPORA_DIR, DownloadError, cache_dir, file_sh
 from charrnn.data import encode_file, ids_file, text_ids, _load_ids
 from charrnn.encoding import TextFileError, Vocab, read_text
 from charrnn.run import prepare_text
-from conftest import TINY, TINY_SHAKESPEARE_BYTES, Result, assert_user_error, checkpoint_summary
+from conftest import TINY, TINY_SHAKESPEARE_BYTES, Result, assert_user_error, checkpoint_summary, run_main
 
 TS_SHA256 = '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
 SH_SHA256 = '582d1c5e8bb8b9d0ad266dbb36b3d87e6380d909d5d73087d1dc227574bc4ebd'
@@ -57,14 +57,6 @@ def made_works(seed:int=0) -> bytes:
     lines = TINY_SHAKESPEARE_BYTES.decode('utf-8').splitlines(keepends=True)
     random.Random(seed).shuffle(lines)
     return ''.join(lines[:2000]).encode('utf-8')
-
-def run_main(argv, capsys) -> Result:
-    "Run `charrnn.cli.main(argv)` in this process, as a `Result` (exit status, stdout, stderr)."
-    capsys.readouterr()
-    try: charrnn.cli.main([str(a) for a in argv]); code = 0
-    except SystemExit as e: code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return Result(['charrnn', *argv], code, out, err)
 
 
 # ------------------------------------------------------------------ the embedded tiny Shakespeare

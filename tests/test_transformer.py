@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import charrnn.cli
-from conftest import Result, assert_user_error, snapshot
+from conftest import Result, assert_user_error, run_main, snapshot
 from charrnn.checkpoint import load, read_checkpoint, save
 from charrnn.encoding import Vocab
 from charrnn.model import CharModel, map_hidden
@@ -24,14 +24,6 @@ from charrnn.transformer import Transformer
 TINY_TFM = ['--cell', 'transformer', '--hidden', '32', '--layers', '2', '--heads', '2', '--batch-size', '4',
             '--seq-len', '16', '--precision', 'fp32', '--device', 'cpu', '--seed', '0']
 
-
-def run_main(argv, capsys) -> Result:
-    "Run `charrnn.cli.main(argv)` in this process, as a `Result` (exit status, stdout, stderr)."
-    capsys.readouterr()
-    try: charrnn.cli.main([str(a) for a in argv]); code = 0
-    except SystemExit as e: code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return Result(['charrnn', *argv], code, out, err)
 
 
 @pytest.fixture(autouse=True)
