@@ -5,13 +5,12 @@
 # %% ../nbs/01_batching.ipynb #5f3f2723
 from __future__ import annotations
 import math
-import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import check_arg, flag, ConfigError
+from .core import check_arg, ConfigError
 
 # %% auto #0
-__all__ = ['split_data', 'generate_batches', 'shard_rows', 'StreamBatcher', 'eval_batcher']
+__all__ = ['split_data', 'generate_batches', 'check_fits', 'StreamBatcher', 'eval_batcher']
 
 # %% ../nbs/01_batching.ipynb #720e9db1
 def _min_chars(val_frac:float) -> int:
@@ -30,7 +29,7 @@ def split_data(ids, # the encoded text, 1-d
     check_arg(2 <= n_val <= len(ids) - 2,
               f"the text has {len(ids):,} character{'s' * (len(ids) != 1)}: too few to split into training "
               f"and validation text at a validation fraction of {val_frac} (that needs at least "
-              f"{_min_chars(val_frac):,} characters); use a longer text or another {flag('val_frac')}")
+              f"{_min_chars(val_frac):,} characters); use a longer text or another val_frac")
     return ids[:len(ids) - n_val], ids[len(ids) - n_val:]
 
 # %% ../nbs/01_batching.ipynb #3ccccbcf
@@ -39,7 +38,7 @@ def generate_batches(encoded_text, # the encoded text, 1-d (numpy array or tenso
                      seq_len:int=50, # characters per row in each batch
                      drop_last:bool=False, # drop a final window shorter than `seq_len`
                     ):
-    "Yield `(x, y)` windows of `samp_per_batch` contiguous streams; `y` is always the true next character of `x`."
+    "Yield `(x, y)` windows of `samp_per_batch` contiguous streams; `y` is always the next character of `x`."
     check_arg(samp_per_batch > 0 and seq_len > 0, "samp_per_batch and seq_len must be positive")
     n = (len(encoded_text) - 1) // samp_per_batch  # input characters per row; +1 left for the last target
     check_arg(n > 0, f"{len(encoded_text)} characters are too few for {samp_per_batch} rows")
@@ -49,48 +48,45 @@ def generate_batches(encoded_text, # the encoded text, 1-d (numpy array or tenso
         if drop_last and start + seq_len > n: break
         yield x[:, start:start + seq_len], y[:, start:start + seq_len]
 
-# %% ../nbs/01_batching.ipynb #3018fb07
-def shard_rows(n:int, # the rows to share out
-               rank:int=0, # this process's rank, 0 to `world_size - 1`
-               world_size:int=1, # the number of processes
-              ) -> slice:
-    "The contiguous block of `n` rows that process `rank` of `world_size` takes; the blocks cover every row once."
-    return slice(rank * n // world_size, (rank + 1) * n // world_size)
-
 # %% ../nbs/01_batching.ipynb #a103d5f3
-def _too_few(n_ids:int, batch_size:int, seq_len:int, offset:int) -> str:
-    "Why `n_ids` characters cannot fill one window of `batch_size` streams × `seq_len`, and what would fit."
-    fits = (n_ids - 1) // seq_len
-    return (f"the text has {n_ids:,} characters, too few for batches of {batch_size} streams × {seq_len} characters "
-            f"(at least {batch_size * seq_len + 1 + offset:,} needed); use a longer text, or a smaller "
-            + (f"--batch-size (at most {fits}) or " if fits else "") + "--seq-len")
+def check_fits(n_ids:int, # characters of text
+               batch_size:int, # streams per batch
+               seq_len:int, # characters per window
+               offset:int=0, # characters skipped at the start
+              ):
+    "Raise `ConfigError`, saying what fits, unless `n_ids` characters fill one window of `batch_size` rows."
+    if batch_size * seq_len + 1 + offset <= n_ids: return
+    fits = (n_ids - 1 - offset) // seq_len
+    smaller = f"batch size (at most {fits}) or sequence length" if fits else "sequence length"
+    need = batch_size * seq_len + 1 + offset
+    raise ConfigError(f"the text has {n_ids:,} characters, too few for batches of {batch_size} streams × "
+                      f"{seq_len} characters (at least {need:,} needed); use a longer text, "
+                      f"or a smaller {smaller}")
 
 # %% ../nbs/01_batching.ipynb #5564f9e7
 class StreamBatcher:
     "Contiguous streams of `ids` on `device`, served as `(x, y)` windows of `seq_len` (ids as `long`)."
     def __init__(self, ids:torch.Tensor, # the encoded text, 1-d
-                 batch_size:int, # rows (streams) in the global batch
+                 batch_size:int, # rows (streams) in each batch
                  seq_len:int, # characters per window
                  device=None, # where the ids live and the windows are made (default: where `ids` are)
                  offset:int=0, # characters skipped at the start (shifts the window boundaries)
-                 rank:int=0, # this process's rank, for distributed training
-                 world_size:int=1, # the number of processes sharing the batch
                  drop_last:bool=True, # drop a final window shorter than `seq_len`
                 ):
-        check_arg(batch_size > 0, f"--batch-size must be positive, not {batch_size}")
-        check_arg(seq_len > 0, f"--seq-len must be positive, not {seq_len}")
-        check_arg(batch_size % world_size == 0, f"--batch-size {batch_size} must be a multiple of the number of processes ({world_size})")
-        self.batch_size,self.seq_len,self.drop_last = batch_size,seq_len,drop_last
+        check_arg(batch_size > 0, f"batch_size must be positive, not {batch_size}")
+        check_arg(seq_len > 0, f"seq_len must be positive, not {seq_len}")
+        check_fits(len(ids), batch_size, seq_len if drop_last else 1, offset)
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.drop_last = drop_last
         self.n = n = (len(ids) - 1 - offset) // batch_size  # input characters per stream
-        if n < (seq_len if drop_last else 1): raise ConfigError(_too_few(len(ids), batch_size, seq_len, offset))
         data = torch.as_tensor(ids)[offset:offset + batch_size * n + 1].to(device)
-        rows = shard_rows(batch_size, rank, world_size)
-        self.x = data[:-1].view(batch_size, n)[rows]  # (rows, n), views: no copy
-        self.y = data[1:].view(batch_size, n)[rows]
+        self.x = data[:-1].view(batch_size, n)  # (batch_size, n), views: no copy
+        self.y = data[1:].view(batch_size, n)
 
 # %% ../nbs/01_batching.ipynb #12f58c91
 @patch
-def __len__(self:StreamBatcher): return self.n // self.seq_len if self.drop_last else math.ceil(self.n / self.seq_len)
+def __len__(self:StreamBatcher):
+    return self.n // self.seq_len if self.drop_last else math.ceil(self.n / self.seq_len)
 
 @patch
 def __getitem__(self:StreamBatcher, i:int):
@@ -110,13 +106,7 @@ def eval_batcher(ids:torch.Tensor, # the validation ids
                  seq_len:int=256, # characters per window
                  max_rows:int=64, # at most this many streams
                  device=None, # where to put them
-                 rank:int=0, # this process's rank, for distributed evaluation
-                 world_size:int=1, # the number of processes sharing the evaluation
                 ) -> StreamBatcher:
-    "A `StreamBatcher` over all of `ids` (bar at most `max_rows-1` characters), for evaluation; processes share its rows."
+    "A `StreamBatcher` over all of `ids` (bar at most `max_rows-1` characters), for evaluation."
     rows = max(1, min(max_rows, (len(ids) - 1) // seq_len))
-    b = StreamBatcher(ids, rows, seq_len, device=device, drop_last=False)
-    # the layout does not depend on the number of processes, so neither does the loss; shares may be uneven
-    mine = shard_rows(rows, rank, world_size)
-    b.x, b.y = b.x[mine], b.y[mine]
-    return b
+    return StreamBatcher(ids, rows, seq_len, device=device, drop_last=False)

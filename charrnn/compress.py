@@ -4,34 +4,30 @@
 
 # %% ../nbs/08_compress.ipynb #71587586
 from __future__ import annotations
-import bisect, bz2, copy, gzip, lzma, struct, time, zlib
+import bisect, bz2, copy, gzip, lzma
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import CharrnnError, check_arg, atomic_write_bytes
-from .encoding import TextFileError, VocabError, describe_chars
-from .data import file_sha256
+from .core import check_arg
 from .model import CharModel
-from .checkpoint import read_checkpoint, model_from_checkpoint
-from .run import checkpoint_path
 
 # %% auto #0
-__all__ = ['PRECISION', 'FULL', 'HALF', 'QUARTER', 'TOTAL_BITS', 'CLASSIC', 'MAGIC', 'VERSION', 'Encoder', 'Decoder', 'quantise',
-           'torch_threads', 'stream_lengths', 'lockstep', 'compress_ids', 'decompress_ids', 'classic_bits',
-           'CompressedFileError', 'compress', 'read_header', 'decompress', 'coder_model', 'compress_cmd',
-           'decompress_cmd']
+__all__ = ['PRECISION', 'FULL', 'HALF', 'QUARTER', 'TOTAL_BITS', 'CLASSIC', 'Encoder', 'Decoder', 'quantise', 'torch_threads',
+           'stream_lengths', 'lockstep', 'compress_ids', 'decompress_ids', 'classic_bits']
 
 # %% ../nbs/08_compress.ipynb #00b7e43c
 PRECISION = 32  # bits in the coder's registers `low` and `high`
-FULL, HALF, QUARTER = (1 << PRECISION) - 1, 1 << (PRECISION - 1), 1 << (PRECISION - 2)
+FULL = (1 << PRECISION) - 1       # the largest value of a register: all ones
+HALF, QUARTER = 1 << (PRECISION - 1), 1 << (PRECISION - 2)
 
 class Encoder:
     "An arithmetic encoder on `PRECISION`-bit integers (Witten, Neal and Cleary, 1987): symbols in, bits out."
-    def __init__(self): self.low, self.high, self.pending, self.bits = 0, FULL, 0, []
+    def __init__(self):
+        self.low, self.high = 0, FULL   # the interval, both ends included
+        self.pending, self.bits = 0, []
 
     def _emit(self, bit:int, # the bit both ends of the interval now agree on
              ):
@@ -70,7 +66,8 @@ class Decoder:
     def __init__(self, data:bytes, # what `Encoder.finish` returned
                 ):
         self.bits, self.pos = np.unpackbits(np.frombuffer(data, np.uint8)).tolist(), 0
-        self.low, self.high, self.value = 0, FULL, 0
+        self.low, self.high = 0, FULL
+        self.value = 0
         for _ in range(PRECISION): self.value = 2 * self.value + self._bit()
 
     def _bit(self) -> int:
@@ -197,133 +194,3 @@ def classic_bits(text:str, # the text to compress
     "Bits per character of `text` under gzip, bzip2 and xz at their strongest, alone or after `given`."
     b, g = text.encode(), given.encode()
     return {k: 8 * (len(f(g + b)) - (len(f(g)) if g else 0)) / len(text) for k, f in CLASSIC.items()}
-
-# %% ../nbs/08_compress.ipynb #3a2d2233
-class CompressedFileError(CharrnnError, ValueError):
-    "A compressed file that is empty, truncated, damaged, not charrnn's, or coded with another model."
-
-MAGIC, VERSION = b'CRNZ', 1
-_PREFIX = struct.Struct('>4sBQI')   # magic, format version, the file's size, CRC-32 of all after this prefix
-_BODY = struct.Struct('>32sQII')    # checkpoint sha256, characters, streams, CRC-32 of the text's UTF-8 bytes
-
-# %% ../nbs/08_compress.ipynb #fd998586
-def compress(model:CharModel, # the model whose probabilities drive the coder
-             text:str, # the text: characters of the model's vocabulary (or none)
-             model_sha256:str, # the sha256 of the model's checkpoint file, recorded to refuse any other model
-             streams:int|None=None, # pieces coded side by side (default: 1 per 1,000 characters, <= 64)
-             name:str='the text', # what to call the text in messages
-            ) -> bytes:
-    "The bytes of a compressed file holding `text`: a header, then the arithmetic code under `model`."
-    streams = max(1, min(64, len(text) // 1000)) if streams is None else streams
-    check_arg(isinstance(streams, int) and streams >= 1, f"--streams must be at least 1, not {streams}")
-    if bad := model.vocab.unknown(text):
-        raise VocabError(f"{name} has characters the model's vocabulary lacks: {describe_chars(bad)}; "
-                         "compress only text made of its training text's characters")
-    code = compress_ids(model, model.vocab.encode(text).long().numpy(), streams)
-    body = _BODY.pack(bytes.fromhex(model_sha256), len(text), len(stream_lengths(len(text), streams)),
-                      zlib.crc32(text.encode())) + code
-    return _PREFIX.pack(MAGIC, VERSION, _PREFIX.size + len(body), zlib.crc32(body)) + body
-
-# %% ../nbs/08_compress.ipynb #35daacc5
-def read_header(data:bytes, # a compressed file's bytes
-                name:str='the file', # what to call it in messages
-               ) -> dict:
-    "The header of compressed `data`, checked: `CompressedFileError` if empty, foreign, truncated or damaged."
-    bad = lambda msg: CompressedFileError(f"{name} {msg}")
-    if not data: raise bad("is empty, not a file written by charrnn compress")
-    if data[:4] != MAGIC: raise bad(f"is not a file written by charrnn compress (no {MAGIC!r} at its start)")
-    if len(data) < _PREFIX.size + _BODY.size: raise bad(f"is truncated: {len(data)} bytes, not even a header")
-    _, version, size, crc = _PREFIX.unpack_from(data)
-    if len(data) < size: raise bad(f"is truncated: it has {len(data):,} bytes, its header says {size:,}")
-    if len(data) > size: raise bad(f"has {len(data) - size:,} bytes more than its header says: damaged")
-    if zlib.crc32(data[_PREFIX.size:]) != crc: raise bad("is damaged: its bytes fail its header's checksum")
-    if version != VERSION: raise bad(f"is in format version {version}; this charrnn reads version {VERSION}")
-    sha, n, streams, text_crc = _BODY.unpack_from(data, _PREFIX.size)
-    return dict(model_sha256=sha.hex(), chars=n, streams=streams, text_crc=text_crc,
-                code=data[_PREFIX.size + _BODY.size:])
-
-# %% ../nbs/08_compress.ipynb #46f70319
-def decompress(model:CharModel, # the model that compressed it
-               data:bytes, # a compressed file's bytes
-               model_sha256:str, # the sha256 of the model's checkpoint file
-               name:str='the file', # what to call the file in messages
-              ) -> str:
-    "The text `compress` stored in `data`; `CompressedFileError` for a bad file or model, never wrong text."
-    h = read_header(data, name)
-    if h['model_sha256'] != model_sha256:
-        raise CompressedFileError(f"{name} was compressed with another model (checkpoint sha256 "
-                                  f"{h['model_sha256'][:12]}..., this one {model_sha256[:12]}...); "
-                                  "decompress it with the checkpoint that compressed it")
-    text = model.vocab.decode(decompress_ids(model, h['code'], h['chars'], h['streams']))
-    if zlib.crc32(text.encode()) != h['text_crc']:
-        raise CompressedFileError(f"{name} decodes to text that fails its checksum: the file is damaged, or "
-                                  "this machine computes the model unlike the one that compressed it")
-    return text
-
-# %% ../nbs/08_compress.ipynb #23cea6f2
-def coder_model(checkpoint:str|Path|None, # a checkpoint file or run folder, or 'bundled'
-               ) -> tuple[CharModel, str]:
-    "The model in `checkpoint`, on the CPU in eval mode, and its file's sha256 (what compressed files hold)."
-    tensors, meta, path = read_checkpoint(checkpoint_path(checkpoint))
-    return model_from_checkpoint(tensors, meta, path, 'cpu').float(), file_sha256(path)
-
-def _writable(path:Path, # the file about to be written
-              force:bool, # replace it if it exists
-              src:Path, # the input file: never the output
-             ):
-    "Refuse, before any work, an output that is a folder, the input, or an existing file without `force`."
-    if path.is_dir(): raise CharrnnError(f"{path} is a folder; give the name of the file to write")
-    if path.exists() and src.exists() and path.resolve() == src.resolve():
-        raise CharrnnError(f"{path} is the input file itself; write to another name")
-    if path.exists() and not force:
-        raise CharrnnError(f"{path} already exists; pass --force to replace it, or choose another name")
-
-# %% ../nbs/08_compress.ipynb #a88b8df9
-def _utf8(data:bytes, # a text file's bytes
-          path:Path, # where they came from, for messages
-         ) -> str:
-    "`data` as text, exactly (nothing dropped or changed), or a one-line `TextFileError` if it is not UTF-8."
-    try: return data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise TextFileError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start:,}); "
-                            "charrnn compresses UTF-8 text") from None
-
-# %% ../nbs/08_compress.ipynb #b2680ad5
-def compress_cmd(checkpoint:str, # a checkpoint file or run folder, or 'bundled' (the Shakespeare model)
-                 file:str, # the UTF-8 text file to compress: characters of the model's vocabulary
-                 out:str, # the compressed file to write
-                 streams:int|None=None, # pieces coded side by side (default: 1 per 1,000 characters, <= 64)
-                 force:bool=False, # replace OUT if it exists
-                ) -> dict:
-    "Compress FILE into OUT by arithmetic coding with a model's next-character probabilities."
-    src, dst = Path(file).expanduser(), Path(out).expanduser()
-    _writable(dst, force, src)
-    raw = src.read_bytes()
-    text, (model, sha) = _utf8(raw, src), coder_model(checkpoint)
-    t = time.perf_counter()
-    data = compress(model, text, sha, streams, name=str(src))
-    s = time.perf_counter() - t
-    atomic_write_bytes(dst, data)
-    print(f"{dst}: {len(text):,} characters ({len(raw):,} bytes) in {len(data):,} bytes, "
-          f"{8 * len(data) / max(1, len(text)):.3f} bits/char, {len(text) / max(s, 1e-9):,.0f} chars/s")
-    return dict(chars=len(text), bytes=len(data), seconds=s)
-
-# %% ../nbs/08_compress.ipynb #91f17287
-def decompress_cmd(checkpoint:str, # the checkpoint that compressed it: a file or run folder, or 'bundled'
-                   out:str, # the compressed file (what charrnn compress wrote)
-                   file:str, # the text file to restore
-                   force:bool=False, # replace FILE if it exists
-                  ) -> dict:
-    "Restore the text file that charrnn compress wrote into OUT, byte for byte, into FILE."
-    src, dst = Path(out).expanduser(), Path(file).expanduser()
-    _writable(dst, force, src)
-    data = src.read_bytes()
-    read_header(data, str(src))   # a bad file fails before the model is read
-    model, sha = coder_model(checkpoint)
-    t = time.perf_counter()
-    text = decompress(model, data, sha, name=str(src))
-    s = time.perf_counter() - t
-    atomic_write_bytes(dst, raw := text.encode())
-    print(f"{dst}: {len(text):,} characters ({len(raw):,} bytes) restored from {len(data):,} bytes, "
-          f"{len(text) / max(s, 1e-9):,.0f} chars/s")
-    return dict(bytes=len(raw), seconds=s)

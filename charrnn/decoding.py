@@ -6,14 +6,15 @@
 __all__ = ['gumbel_noise', 'Decoder', 'int8_linear', 'Int8Decoder', 'decode_ids']
 
 # %% ../nbs/15_decoding.ipynb #ba9e50f5
-import math, warnings
+import warnings
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_arg
-from .model import CharModel, map_hidden
+from .model import CharModel
+from .cudagraph import _graph_or_none, _replay
 
 # %% ../nbs/15_decoding.ipynb #06fb1a6c
 def gumbel_noise(shape, # the shape of the noise, e.g. (steps, B, V)
@@ -26,12 +27,13 @@ def gumbel_noise(shape, # the shape of the noise, e.g. (steps, B, V)
 
 # %% ../nbs/15_decoding.ipynb #2bdd1a08
 class Decoder:
-    "One-step decoding of a `CharModel` with PyTorch's cell functions; `step` is a pure function of ids and state."
+    "One-step decoding of a `CharModel` with PyTorch's cell functions; `step` is pure: ids and state in."
     def __init__(self, model:CharModel, # the model (in eval mode)
                 ):
         self.lstm = model.cfg.cell == 'lstm'
         self.emb = model.emb.weight.detach()
-        self.layers = [tuple(getattr(model.rnn, f'{n}_l{l}').detach() for n in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'))
+        names = ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')
+        self.layers = [tuple(getattr(model.rnn, f'{n}_l{l}').detach() for n in names)
                        for l in range(model.cfg.layers)]
         self.fc_w, self.fc_b = model.fc.weight.detach(), model.fc.bias.detach()
         self.cell = torch.lstm_cell if self.lstm else torch.gru_cell
@@ -65,7 +67,9 @@ def int8_linear(w:torch.Tensor, # (out, in) the weights
         warnings.simplefilter('ignore')
         q = torch.quantize_per_channel(w, scale, torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
         packed = torch.ops.quantized.linear_prepack(q, None if b is None else b.detach().float())
-    return lambda x: torch.ops.quantized.linear_dynamic(x, packed)
+    op = torch.ops.quantized.linear_dynamic
+    run = getattr(op, '_op', op)   # the C++ operator: the Python wrapper spends ~5 µs a call on checks
+    return lambda x: run(x, packed)
 
 # %% ../nbs/15_decoding.ipynb #fb592d3a
 class Int8Decoder(Decoder):
@@ -89,8 +93,10 @@ def step(self:Int8Decoder, ids:torch.Tensor, # (B,) the current characters
     x, new = None, []
     for l, (lin, (h, c)) in enumerate(zip(self.lins, state)):
         gates = F.embedding(ids, self.table) + lin(h) if l == 0 else lin(torch.cat([x, h], 1))
-        i, f, g, o = gates.chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        H = c.shape[1]   # gates: (B, 4H), the input, forget, cell and output gates side by side
+        i, f = torch.sigmoid(gates[:, :2 * H]).chunk(2, 1)
+        g, o = gates[:, 2 * H:].chunk(2, 1)
+        c = f * c + i * torch.tanh(g)
         x = torch.sigmoid(o) * torch.tanh(c)
         new.append((x, c))
     return F.linear(x, self.fc_w, self.fc_b).float(), new
@@ -134,65 +140,6 @@ def _read_prime(model, # the model, in eval mode
         logits = logits[:, -1].float()   # only the last position's scores are kept
     return logits, hidden
 
-# %% ../nbs/15_decoding.ipynb #267a98d1
-def _record(fn:Callable, # the work to record: it reads and writes only fixed tensors
-           ) -> torch.cuda.CUDAGraph:
-    "`fn` recorded as a CUDA graph, after one warm-up run on a side stream (as PyTorch's docs ask)."
-    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s): fn()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph): fn()
-    return graph
-
-# %% ../nbs/15_decoding.ipynb #61a7b1b5
-class _GraphSteps:
-    "`chunk` decoding steps recorded as one CUDA graph (CUDA only); the state lives in fixed tensors between replays."
-    def __init__(self, dec:Decoder, # the decoder whose steps to record
-                 logits:torch.Tensor, # (B, V) the scores to choose the first id from
-                 state:list, # the decoder's state that goes with them
-                 chunk:int, # steps per replay
-                 choose:Callable, # the rule: `choose(logits, noise) -> ids`
-                ):
-        self.logits, self.state = logits.clone(), [map_hidden(torch.clone, s) for s in state]
-        self.noise = torch.zeros(chunk, *logits.shape, device=logits.device)
-        self.ids = torch.zeros(logits.shape[0], chunk, dtype=torch.long, device=logits.device)
-        self.graph = _record(lambda: self._steps(dec, chunk, choose))
-        self._load(logits, state)  # the warm-up moved on: back to the start (the arguments are untouched)
-
-# %% ../nbs/15_decoding.ipynb #86e5ecce
-@patch
-def _steps(self:_GraphSteps, dec:Decoder, # the decoder
-           chunk:int, # how many steps
-           choose:Callable, # the rule
-          ):
-    "Run `chunk` steps from the fixed tensors, write their ids, and leave the last logits and state in place."
-    lg, st = self.logits, self.state
-    for k in range(chunk):
-        ids = choose(lg, self.noise[k]); self.ids[:, k] = ids
-        lg, st = dec.step(ids, st)
-    self._load(lg, st)
-
-# %% ../nbs/15_decoding.ipynb #955efd1d
-@patch
-def _load(self:_GraphSteps, logits:torch.Tensor, # (B, V) scores to copy in
-          state:list, # a decoder state to copy in
-         ):
-    "Copy `logits` and `state` into the fixed tensors."
-    self.logits.copy_(logits)
-    for dst, src in zip(self.state, state):  # per layer: (h, c) for an LSTM, h for a GRU
-        if not isinstance(dst, tuple): dst, src = (dst,), (src,)
-        for d, t in zip(dst, src): d.copy_(t)
-
-# %% ../nbs/15_decoding.ipynb #ad3373bc
-@patch
-def __call__(self:_GraphSteps, noise:torch.Tensor, # (chunk, B, V) the noise for the next block of steps
-            ) -> torch.Tensor:
-    "Replay `chunk` steps with this noise; return their ids, (B, chunk)."
-    self.noise.copy_(noise)
-    self.graph.replay()
-    return self.ids
-
 # %% ../nbs/15_decoding.ipynb #d47568ae
 class _Noise:
     "Gumbel noise for step `i` of a run, drawn `chunk` steps at a time from a generator seeded with `seed`."
@@ -201,7 +148,9 @@ class _Noise:
                  shape:tuple, # the noise of one step, (B, V)
                  chunk:int, # steps drawn at once
                 ):
-        self.gen, self.device, self.shape, self.chunk = torch.Generator(device=device), device, shape, chunk
+        self.gen = torch.Generator(device=device)
+        self.device, self.shape = device, shape
+        self.chunk = chunk
         if seed is None: self.gen.seed()
         else: self.gen.manual_seed(seed)
 
@@ -214,32 +163,6 @@ class _Noise:
         "The noise for step `i`, (B, V); steps are asked for in order."
         if i % self.chunk == 0: self.buf = self.block()
         return self.buf[i % self.chunk]
-
-# %% ../nbs/15_decoding.ipynb #1a978f48
-def _graph_or_none(dec:Decoder, # the decoder to record
-                   logits:torch.Tensor, # (B, V) the scores to choose the first id from
-                   state:list, # the decoder's state that goes with them
-                   length:int, # how many steps will be run
-                   chunk:int, # steps per replay
-                   choose:Callable, # the rule
-                  ):
-    "A `_GraphSteps` where a CUDA graph can help (CUDA, at least one chunk of steps), else None."
-    if logits.device.type != 'cuda' or length < chunk: return None
-    try: return _GraphSteps(dec, logits, state, chunk, choose)
-    except Exception as e:
-        warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); sampling without it")
-
-# %% ../nbs/15_decoding.ipynb #b2d6827e
-def _replay(graph:_GraphSteps, # the recorded steps
-            noise:_Noise, # the run's noise (the same blocks the step loop would use)
-            length:int, # how many ids to generate
-           ) -> torch.Tensor:
-    "The ids of `length` steps, replayed a chunk at a time, (B, length)."
-    out = torch.empty(graph.ids.shape[0], length, dtype=torch.long, device=graph.ids.device)
-    for start in range(0, length, noise.chunk):
-        n = min(noise.chunk, length - start)
-        out[:, start:start + n] = graph(noise.block())[:, :n]
-    return out
 
 # %% ../nbs/15_decoding.ipynb #b03e01a3
 def _recurrent(model, # any model
@@ -276,16 +199,19 @@ def _decode(model:CharModel, # the model, in eval mode
     logits, state = _read_prime(model, prime, max(1, window // prime.shape[0]))
     step = _forward_step(model)
     if fast:
-        dec = _decoder(model, weights); state = dec.state_from(state); step = dec.step
-        graph = isinstance(noise_for, _Noise) and _graph_or_none(dec, logits, state, length, noise_for.chunk, choose)
+        dec = _decoder(model, weights)
+        state, step = dec.state_from(state), dec.step
+        noisy = isinstance(noise_for, _Noise)
+        graph = noisy and _graph_or_none(dec, logits, state, length, noise_for.chunk, choose)
         if graph: return _replay(graph, noise_for, length)
     ids = _sample_steps(step, logits, state, length, noise_for, choose)
-    return torch.stack(ids, 1) if ids else torch.empty(prime.shape[0], 0, dtype=torch.long, device=prime.device)
+    if not ids: return torch.empty(prime.shape[0], 0, dtype=torch.long, device=prime.device)
+    return torch.stack(ids, 1)
 
 # %% ../nbs/15_decoding.ipynb #dd8713b4
 @torch.inference_mode()
 def decode_ids(model:CharModel, # a trained model (any with `model(ids, hidden) -> (logits, hidden)`, `vocab`)
-               prime:torch.Tensor, # (B, T) ids of the text to continue, one row per stream, on the model's device
+               prime:torch.Tensor, # (B, T) ids of the text to continue, a row per stream, on the device
                length:int, # how many ids to generate after it
                choose:Callable, # the rule: `choose(logits (B, V), noise (B, V) or None) -> ids (B,)`
                seed:int|None=None, # seeds the noise: the same seed gives the same ids (None: a fresh one)
@@ -296,7 +222,8 @@ def decode_ids(model:CharModel, # a trained model (any with `model(ids, hidden) 
                window:int=4096, # prime positions a pass, over all streams (bounds a long prime's memory)
               ) -> torch.Tensor:
     "The generated ids, `(B, length)`, on the model's device."
-    noise_for = _Noise(seed, model.device, (prime.shape[0], len(model.vocab)), chunk) if noisy else (lambda i: None)
+    shape = (prime.shape[0], len(model.vocab))   # (B, V): a step's noise
+    noise_for = _Noise(seed, model.device, shape, chunk) if noisy else (lambda i: None)
     was_training = model.training
     try: return _decode(model.eval(), prime, length, choose, noise_for, fast, weights, window)
     finally: model.train(was_training)

@@ -11,12 +11,32 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 
-from .core import get_device
-from .batching import shard_rows
-from .training import Learner, Callback, seed_everything
+from .core import check_arg, flag, get_device
+from .batching import StreamBatcher, eval_batcher
+from .model import map_hidden
+from .scoring import evaluate
+from .training import Learner, Callback
 
 # %% auto #0
-__all__ = ['Dist', 'init_distributed', 'distribute', 'DistributedCB']
+__all__ = ['shard_rows', 'shard', 'Dist', 'init_distributed', 'DistLearner', 'DistributedCB']
+
+# %% ../nbs/14_distributed.ipynb #3018fb07
+def shard_rows(n:int, # the rows to share out
+               rank:int=0, # this process's rank, 0 to `world_size - 1`
+               world_size:int=1, # the number of processes
+              ) -> slice:
+    "The contiguous block of `n` rows that process `rank` of `world_size` takes; blocks cover each row once."
+    return slice(rank * n // world_size, (rank + 1) * n // world_size)
+
+# %% ../nbs/14_distributed.ipynb #3018fb08
+def shard(b:StreamBatcher, # a batcher of the global batch
+          rank:int=0, # this process's rank
+          world_size:int=1, # the number of processes
+         ) -> StreamBatcher:
+    "`b` cut, in place, to the rows process `rank` of `world_size` takes."
+    rows = shard_rows(b.x.shape[0], rank, world_size)
+    b.x, b.y = b.x[rows], b.y[rows]  # views: no copy
+    return b
 
 # %% ../nbs/14_distributed.ipynb #5adbfab3
 @dataclass
@@ -30,7 +50,7 @@ class Dist:
     def enabled(self) -> bool: return self.world_size > 1 or torch.distributed.is_initialized()
     @property
     def is_main(self) -> bool: return self.rank == 0
-    def rows(self, n:int) -> slice: return shard_rows(n, self.rank, self.world_size)  # this rank's block of n rows
+    def rows(self, n:int) -> slice: return shard_rows(n, self.rank, self.world_size)  # this rank's rows
     def barrier(self):
         if self.enabled: torch.distributed.barrier()
 
@@ -84,12 +104,14 @@ def gather_rows(self:Dist, t:torch.Tensor, # this process's rows
 # %% ../nbs/14_distributed.ipynb #b00e5d7a
 def init_distributed(device='auto', # the device asked for; under torchrun a GPU run uses cuda:LOCAL_RANK
                     ) -> tuple[Dist, torch.device]:
-    "Join the process group when started by torchrun (even a single process); return this process's `Dist` and device."
+    "Join the process group if started by torchrun (even one process); this process's `Dist` and device."
     world, dev = int(os.environ.get('WORLD_SIZE', '1')), get_device(device)
     if 'LOCAL_RANK' not in os.environ and world <= 1: return Dist(), dev  # not started by torchrun
     rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
     if dev.type == 'cuda':
-        dev = torch.device('cuda', local); torch.cuda.set_device(dev); backend = 'nccl'
+        dev = torch.device('cuda', local)
+        torch.cuda.set_device(dev)
+        backend = 'nccl'
     else:  # share the cores: one process's threads must not wait on another's
         backend = 'gloo'
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', world))))
@@ -98,18 +120,50 @@ def init_distributed(device='auto', # the device asked for; under torchrun a GPU
     return Dist(rank, world, local), dev
 
 # %% ../nbs/14_distributed.ipynb #a6dcb4a7
-def distribute(learn:Learner, # a learner, before `fit`
-               dist:Dist, # this process's place, from `init_distributed`
-              ) -> Learner:
-    "Set `learn` up as this process's part of the run: its streams, the validation sums, its seed, DDP, `DistributedCB`."
-    learn.dist = dist
-    if not dist.enabled: return learn
-    learn.shard, learn.reduce, learn.quiet = (dist.rank, dist.world_size), dist.all_reduce_sum, learn.quiet or not dist.is_main
-    learn.batcher()  # the batch must split evenly: a `ConfigError` now, before anything starts
-    seed_everything(learn.cfg.seed + dist.rank)  # each rank draws its own dropout masks
-    learn.net = nn.parallel.DistributedDataParallel(learn.model, device_ids=[learn.device.index] if learn.device.type == 'cuda' else None)
-    learn.cbs.append(DistributedCB(dist))
-    return learn
+class DistLearner(Learner):
+    "The learner of one process among several: its share of the streams, DDP, the processes kept in step."
+    def __init__(self, *args, # `Learner`'s: model, train_ids, val_ids, cfg, cbs, quiet
+                 dist:Dist|None=None, # this process's place, from `init_distributed`
+                 **kwargs):
+        self.dist = dist or Dist()
+        super().__init__(*args, **kwargs)
+        bs, world = self.cfg.batch_size, self.dist.world_size
+        check_arg(bs % world == 0, f"{flag('batch_size')} {bs} must be a multiple of the number of processes "
+                                   f"({world})")
+        self.quiet = self.quiet or not self.dist.is_main
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == 'cuda' else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.cbs.append(DistributedCB(self.dist))
+        if self.cfg.compile: self.net = torch.compile(self.net)  # around any wrapper
+
+# %% ../nbs/14_distributed.ipynb #a6dcb4a8
+@patch
+def batcher(self:DistLearner) -> StreamBatcher:
+    "This process's rows of the current epoch's training windows."
+    b = Learner.batcher(self)
+    if self.dist.world_size > 1 and b.x.shape[0] == self.cfg.batch_size:  # a new epoch's batcher: cut it once
+        shard(b, self.dist.rank, self.dist.world_size)
+    return b
+@patch
+def val_loss(self:DistLearner) -> tuple[float, int]:
+    "The loss on the whole validation text (each process scores its rows), and the characters scored."
+    b = eval_batcher(self.val_ids)
+    chars = b.batch_size * b.n
+    mine = shard(b, self.dist.rank, self.dist.world_size)
+    return evaluate(self.model, mine, self.cfg.precision, self.dist.all_reduce_sum), chars
+
+# %% ../nbs/14_distributed.ipynb #a6dcb4a9
+@patch
+def state_dict(self:DistLearner) -> dict:
+    "`Learner.state_dict`, with the hidden state of every process's streams (all processes must call it)."
+    s = Learner.state_dict(self)
+    return s | dict(hidden=map_hidden(lambda h: self.dist.gather_rows(h, 1), s['hidden']))
+@patch
+def load_state_dict(self:DistLearner, s:dict): # a state of the whole batch, from `state_dict`
+    "`Learner.load_state_dict`, taking back this process's rows of the hidden state."
+    rows = self.dist.rows(self.cfg.batch_size)
+    Learner.load_state_dict(self, s | dict(hidden=map_hidden(lambda h: h[:, rows], s['hidden'])))
 
 # %% ../nbs/14_distributed.ipynb #df803466
 class DistributedCB(Callback):
@@ -117,14 +171,18 @@ class DistributedCB(Callback):
     order = -20
     def __init__(self, dist:Dist, # this process's place
                 ): self.dist, self.held = dist, None
-    def before_step(self, learn): self.agreed = learn.elapsed
-    def after_step(self, learn):
-        learn.elapsed = self.agreed  # time moves only at logging points: the lr of a time-limited run follows it
-        if learn.stop_request is not None:  # held to the next logging point, which every rank reaches
-            self.held, learn.stop_request = self.held or learn.stop_request, None
-    def before_log(self, learn):
-        learn.elapsed = self.dist.reduce_max(learn.clock(), learn.device)
+    def before_fit(self, learn): self.agreed = learn.elapsed  # learn: the learner
+    after_cancel_step = before_fit  # rolled back: on from the restored clock
+    def after_step(self, learn): # the learner
+        self.local = learn.elapsed  # this process's own clock (`ClockCB`)
+        learn.elapsed = self.agreed  # time moves only at logging points: a time-limited run's lr follows it
+        if learn.stop_reason is not None:  # held to the next logging point, which every rank reaches
+            self.held = self.held or learn.stop_reason
+            learn.stop_reason = None
+    def before_log(self, learn): # the learner
+        learn.elapsed = self.agreed = self.dist.reduce_max(self.local, learn.device)
         learn.losses = self.dist.all_reduce_sum(learn.losses) / self.dist.world_size
-    def after_log(self, learn):
-        if self.dist.reduce_any(learn.stopping or self.held is not None, learn.device):
-            learn.stopping, learn.stop_request, self.held = True, self.dist.first(self.held), None  # a signal may reach only some ranks
+    def after_log(self, learn): # the learner
+        if self.dist.reduce_any(learn.stop_reason is not None or self.held is not None, learn.device):
+            learn.stop_reason = self.dist.first(self.held) or learn.stop_reason  # a signal may reach some
+            self.held = None

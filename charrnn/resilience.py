@@ -13,105 +13,109 @@ from fastcore.basics import patch
 
 from .core import CharrnnError, ConfigError, flag
 from .encoding import describe_chars
-from .model import map_hidden
-from .training import Learner, Callback, History, CancelStepException
+from .training import Learner, Callback, CancelStepException
 from .distributed import Dist
-from .checkpoint import CheckpointError, RunDir, read_checkpoint, current_names, unflatten_state, set_rng_state
+from .checkpoint import Checkpoint, CheckpointError, RunDir, read_checkpoint
+from .checkpoint import unflatten_state, set_rng_state
 try: import fcntl
 except ImportError: fcntl = None  # Windows
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'SINCE', 'read_latest', 'restore_training_state', 'run_config', 'resume', 'SignalCB', 'StoppedEarly',
-           'PrepSignals', 'RunInUse', 'run_lock', 'TrainingDiverged', 'DivergenceCB']
+__all__ = ['RESUMABLE', 'read_latest', 'restore_training_state', 'run_config', 'resume', 'SignalCB', 'StoppedEarly',
+           'PrepSignals', 'RunInUse', 'run_lock', 'TrainingDiverged', 'DivergenceCB', 'TimeLimitCB']
 
 # %% ../nbs/13_resilience.ipynb #9186dd18
 def read_latest(run, # the run folder: a `RunDir` or a path
-               ) -> tuple[dict, dict, Path]:
-    "The tensors and header of a run's `latest` checkpoint, read and checked once; `CheckpointError` if it cannot be resumed."
+               ) -> Checkpoint:
+    "A run's `latest` checkpoint, read and checked once; `CheckpointError` if it cannot be resumed."
     latest = RunDir(run).latest
     if not latest.exists(): raise CheckpointError(f"nothing to resume: {latest} does not exist")
-    tensors, meta, path = read_checkpoint(latest)
-    if 'train_state' not in meta: raise CheckpointError(f"{path} holds a model but no training state; it cannot be resumed")
-    return tensors, meta, path
+    ckpt = read_checkpoint(latest)
+    if 'train_state' not in ckpt.meta:
+        raise CheckpointError(f"{ckpt.path} holds a model but no training state; it cannot be resumed")
+    return ckpt
 
 # %% ../nbs/13_resilience.ipynb #66990ce7
 def restore_training_state(learn:Learner, # a learner of the same model and settings
                            tensors:dict, # a `latest` checkpoint's tensors, from `read_checkpoint`
                            meta:dict, # and its header entries
-                           dist:Dist|None=None, # this process's place: it takes back its own streams
+                           dist:Dist|None=None, # this process's place: it takes back its own generator
                           ) -> Learner:
-    "Put the weights, optimizer, position, hidden state, history and random generators of a checkpoint into `learn`."
+    "Put back a checkpoint's weights, run state (`Learner.load_state_dict`) and random generators."
     dist, s = dist or Dist(), unflatten_state(meta['train_state'], tensors)
     learn.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith('model.')})
-    learn.opt.load_state_dict(s['optimizer'])
-    for k in ('step', 'epoch', 'window', 'elapsed', 'best_val', 'best_step', 'lr_scale'): setattr(learn, k, s[k])
-    learn.history = History(train_loss=s['train_loss'].tolist(), evals=s['evals'])
-    learn.hidden = map_hidden(lambda h: h[:, dist.rows(learn.cfg.batch_size)].to(learn.device), s['hidden'])
+    learn.load_state_dict(s)  # a `DistLearner` takes back its own rows of the hidden state
     set_rng_state(s['rng'])
     if 'torch_all' in s['rng'] and s['world_size'] == dist.world_size:
-        torch.set_rng_state(s['rng']['torch_all'][dist.rank].clone())  # a copy: a row view (storage offset) crashes torch
+        torch.set_rng_state(s['rng']['torch_all'][dist.rank].clone())  # a copy: a row view crashes torch
     elif dist.enabled: torch.manual_seed((learn.cfg.seed + 7919 * learn.step + dist.rank) % 2**64)
     return learn
 
 # %% ../nbs/13_resilience.ipynb #908b588d
-RESUMABLE = ('max_steps', 'epochs', 'time_limit', 'eval_every', 'log_every', 'checkpoint_every', 'checkpoint_seconds',
+RESUMABLE = ('max_steps', 'epochs', 'time_limit', 'eval_every', 'log_every', 'checkpoint_every',
+             'checkpoint_seconds',
              'sample_chars')  # the settings a resumed run may change
 
 # %% ../nbs/13_resilience.ipynb #b42c7793
-SINCE = dict(val_chars='all')  # settings added after a run may have been written: what such a run did
-
 def run_config(tensors:dict, # a `latest` checkpoint's tensors, from `read_checkpoint`
                meta:dict, # and its header entries
               ) -> tuple[dict, dict]:
-    "The model's and the training settings of the run in a `latest` checkpoint, with today's names."
-    train = current_names(unflatten_state(meta['train_state'], tensors)['config'])
-    return current_names(meta['config']), SINCE | train
+    "The model's and the training settings of the run in a `latest` checkpoint."
+    return meta['config'], unflatten_state(meta['train_state'], tensors)['config']
 
 # %% ../nbs/13_resilience.ipynb #cd8ead9b
-def _check_same_run(learn:Learner, tensors:dict, meta:dict, where:Path):
-    "Raise `ConfigError` unless `learn` has the characters, model and settings of the run in `meta`."
-    old, new = set(meta['vocab']), set(learn.model.vocab.itos)
-    if old != new: raise ConfigError(f"the text's characters differ from those of the run in {where}: " + '; '.join(filter(None, [
-        new - old and f"new: {describe_chars(new - old)}", old - new and f"missing: {describe_chars(old - new)}"]))
-        + "; resume with the same text, or start a new run in another folder")
-    model, train = run_config(tensors, meta); saved = model | train
-    diff = {k: (saved.get(k), v) for k, v in (learn.model.config | asdict(learn.cfg)).items() if k not in RESUMABLE and saved.get(k) != v}
+def _check_same_run(learn:Learner, ckpt:Checkpoint):
+    "Raise `ConfigError` unless `learn` has the characters, model and settings of the run in `ckpt`."
+    where = ckpt.path.parent
+    old, new = set(ckpt.meta['vocab']), set(learn.model.vocab.itos)
+    if old != new:
+        diff = [new - old and f"new: {describe_chars(new - old)}",
+                old - new and f"missing: {describe_chars(old - new)}"]
+        raise ConfigError(f"the text's characters differ from those of the run in {where}: "
+                          + '; '.join(filter(None, diff))
+                          + "; resume with the same text, or start a new run in another folder")
+    model, train = run_config(ckpt.tensors, ckpt.meta)
+    saved, now = model | train, learn.model.config | asdict(learn.cfg)
+    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in RESUMABLE and saved.get(k) != v}
     if diff: raise ConfigError(f"these settings differ from the run in {where}: " + ', '.join(
         f'{flag(k)} ({a} there, {b} here)' for k, (a, b) in diff.items()) + "; resume with the same ones "
         "(only the run's length and how often it validates and checkpoints may change)")
 
 # %% ../nbs/13_resilience.ipynb #26ecf37a
 def resume(learn:Learner, # a new learner for the run, before `fit`
-           ckpt:tuple, # what `read_latest` returned
+           ckpt:Checkpoint, # what `read_latest` returned
            corpus:dict|None=None, # facts about the text (its sha256 is compared with the run's)
            dist:Dist|None=None, # this process's place, if several
           ) -> Learner:
     "Continue the run saved in `ckpt` with `learn`: check that it is the same run, then restore its state."
-    tensors, meta, path = ckpt
-    _check_same_run(learn, tensors, meta, path.parent)
-    try: restore_training_state(learn, tensors, meta, dist)
+    _check_same_run(learn, ckpt)
+    try: restore_training_state(learn, ckpt.tensors, ckpt.meta, dist)
     except (RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path} holds a training state that does not fit this model ({str(e).splitlines()[0][:100]})") from None
-    was = (meta.get('summary') or {}).get('corpus', {}).get('sha256')
+        raise CheckpointError(f"{ckpt.path} holds a training state that does not fit this model "
+                              f"({str(e).splitlines()[0][:100]})") from None
+    was = (ckpt.meta.get('summary') or {}).get('corpus', {}).get('sha256')
     if was and (corpus or {}).get('sha256', was) != was:
-        learn.log("note: the text differs from the one this run trained on so far (same characters, another sha256); continuing on it")
+        learn.log("note: the text differs from the one this run trained on so far (same characters, "
+                  "another sha256); "
+                  "continuing on it")
     return learn
 
 # %% ../nbs/13_resilience.ipynb #1b096858
 class SignalCB(Callback):
     "SIGINT and SIGTERM ask the run to stop after the current step; a second SIGINT interrupts at once."
-    order = -30  # before DistributedCB, which holds the request to the next logging point
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)): self.signals, self.old = signals, {}
-    def before_fit(self, learn):
+    order = -30  # before DistributedCB, which holds the stop to the next logging point
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)): # the signals to catch
+        self.signals, self.old = signals, {}
+    def before_fit(self, learn): # the learner
         self.reason = None
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             self.old = {s: signal.signal(s, self.handle) for s in self.signals}
     def handle(self, signum, frame):
         if self.reason is not None and signum == signal.SIGINT: raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
-    def after_step(self, learn):
-        if self.reason is not None and learn.stop_request is None: learn.stop_request = self.reason
-    def cleanup_fit(self, learn):
+    def after_step(self, learn): # the learner
+        if self.reason is not None: learn.stop(self.reason)
+    def cleanup_fit(self, learn): # the learner
         for s, h in self.old.items(): signal.signal(s, h)
         self.old = {}
 
@@ -125,7 +129,8 @@ class StoppedEarly(KeyboardInterrupt):
 class PrepSignals:
     "SIGINT and SIGTERM raise `StoppedEarly` while a run prepares (`preparing`), `KeyboardInterrupt` after."
     def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)): # the signals to catch
-        self.signals, self.old, self.preparing = signals, {}, True
+        self.signals, self.old = signals, {}
+        self.preparing = True
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             self.old = {s: signal.signal(s, self.handle) for s in self.signals}
@@ -145,7 +150,6 @@ def _holder(fd:int) -> str:
         time.sleep(0.01)
     return "unknown"
 
-# %% ../nbs/13_resilience.ipynb #a7c1e913
 def _lock_error(path:Path, e:OSError) -> ConfigError:
     "What is wrong with a lock file `path` that cannot be opened (`e`), and the fix."
     if os.path.islink(path):
@@ -173,18 +177,21 @@ def _open_lock(path:Path) -> int:
 
 # %% ../nbs/13_resilience.ipynb #e636b33c
 def _take_lock(path:Path) -> int:
-    "Open `path` (created if missing), lock it and write this process's id in it: the open file, or `RunInUse`."
+    "Lock `path` (created if missing) and write this process's id in it; the open file, or `RunInUse`."
     while True:
         fd = _open_lock(path)
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = _holder(fd); os.close(fd)
-            raise RunInUse(f"{path.parent} is in use: process {pid} is training in it; wait for that run to end "
-                           "(or stop it), or choose another --out") from None
+            pid = _holder(fd)
+            os.close(fd)
+            raise RunInUse(f"{path.parent} is in use: process {pid} is training in it; wait for that run to "
+                           "end "
+                           f"(or stop it), or choose another {flag('out')}") from None
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.fstat(fd), os.stat(path)): break  # still the file at `path`: ours
         os.close(fd)  # its last holder removed it after we opened it: lock the file now there
-    os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())
+    os.ftruncate(fd, 0)
+    os.write(fd, f'{os.getpid()}\n'.encode())
     return fd
 
 # %% ../nbs/13_resilience.ipynb #5b0e7d42
@@ -210,13 +217,15 @@ def _make_folder(path:Path, # the run folder
 # %% ../nbs/13_resilience.ipynb #2cb9b525
 @contextlib.contextmanager
 def run_lock(run, # the run folder: a `RunDir` or a path (created if missing)
-             dist:Dist|None=None, # this process's place: only the first takes the lock; all raise if it is taken
+             dist:Dist|None=None, # this process's place: only the first takes the lock; all raise if taken
             ):
-    "Hold an exclusive OS lock on the run folder while the block runs; `RunInUse`, naming the holder, if another process holds it."
+    "Hold an exclusive OS lock on the run folder while the block runs; `RunInUse`, naming its holder."
     run, dist = RunDir(run), dist or Dist()
     if run.path.exists() and not run.path.is_dir():
-        raise ConfigError(f"--out {run.path} is a file; give a folder for the run (it is created if missing)")
-    made, fd, err = [], None, None
+        raise ConfigError(f"{flag('out')} {run.path} is a file; give a folder for the run "
+                          "(it is created if missing)")
+    made, fd = [], None
+    err = None
     try:
         if dist.is_main and fcntl is not None:  # (no fcntl on Windows: no lock)
             try:
@@ -226,28 +235,31 @@ def run_lock(run, # the run folder: a `RunDir` or a path (created if missing)
         if (err := dist.first(err)) is not None: raise err
         yield run
     finally:
-        if fd is not None: run.lock.unlink(missing_ok=True); os.close(fd)  # removed before it is unlocked: see `_take_lock`
+        if fd is not None:  # the file is removed before it is unlocked: see `_take_lock`
+            run.lock.unlink(missing_ok=True)
+            os.close(fd)
         _remove_empty(made)  # a run that wrote nothing leaves no folder, nor the parents it made
 
 # %% ../nbs/13_resilience.ipynb #9319dde2
 class TrainingDiverged(CharrnnError, RuntimeError):
     "The loss became NaN or infinite, and rolling back did not help."
 
-# %% ../nbs/13_resilience.ipynb #f62119c6
 class DivergenceCB(Callback):
-    "Roll back to `latest` at half the learning rate when the loss or the weights become NaN or infinite; the second time, raise `TrainingDiverged`."
-    order = -10  # after DistributedCB (the losses are the mean over the processes), before validation and checkpoints
+    "Roll back to `latest` at half the learning rate when the loss or weights become NaN or infinite, once."
+    order = -10  # after DistributedCB (mean losses over the processes), before validation and checkpoints
     def __init__(self, run=None, # the run folder to roll back to (None: no rollback)
                  dist:Dist|None=None, # this process's place, if several: each restores its own streams
                 ): self.run, self.dist = run if run is None else RunDir(run), dist
-    def before_log(self, learn):
+    def before_log(self, learn): # the learner
         bad = ~torch.isfinite(learn.losses)
-        if torch.stack([torch.isfinite(p).all() for p in learn.model.parameters()]).all() & ~bad.any(): return  # one read
+        weights = torch.stack([torch.isfinite(p).all() for p in learn.model.parameters()]).all()
+        if weights & ~bad.any(): return  # one read from the device
         i = int(bad.nonzero()[0, 0]) if bad.any() else len(bad) - 1
         what = f"loss became {learn.losses[i].item()}" if bad.any() else "weights became NaN or infinite"
         self.diverged(learn, learn.step - len(bad) + i + 1, what)
-    def after_validate(self, learn):
-        if not math.isfinite(v := learn.history.evals[-1]['val_loss']): self.diverged(learn, learn.step, f"validation loss became {v}", False)
+    def after_validate(self, learn): # the learner
+        if not math.isfinite(v := learn.history.evals[-1]['val_loss']):
+            self.diverged(learn, learn.step, f"validation loss became {v}", False)
 
 # %% ../nbs/13_resilience.ipynb #aa22e387
 @patch
@@ -255,14 +267,34 @@ def diverged(self:DivergenceCB, learn:Learner, step:int, # the first bad step
              what:str, # what went wrong, for the messages
              rollback:bool=True, # whether a rollback may help
             ):
-    "Roll back to the last checkpoint at half the learning rate, the first time; else raise `TrainingDiverged`."
+    "Roll back to the last checkpoint at half the learning rate, the first time; then `TrainingDiverged`."
     latest = self.run.latest if self.run is not None else None
     if rollback and learn.lr_scale == 1. and latest is not None and latest.exists():
-        learn.log(f"{what} at step {step}: rolling back to the last checkpoint and halving the learning rate (lr now {learn.cfg.lr / 2:g})")
-        restore_training_state(learn, *read_checkpoint(latest)[:2], self.dist)
+        learn.log(f"{what} at step {step}: rolling back to the last checkpoint and halving the learning rate "
+                  f"(lr now {learn.cfg.lr / 2:g})")
+        ckpt = read_checkpoint(latest)
+        restore_training_state(learn, ckpt.tensors, ckpt.meta, self.dist)
         learn.lr_scale = 0.5
-        raise CancelStepException  # the learner goes on from the restored state
-    where = ('' if latest is None else f"; the last good checkpoint is kept in {self.run.path}" if latest.exists()
+        raise CancelStepException  # the learner goes on from the restored state (and clock)
+    where = ('' if latest is None else f"; the last good checkpoint is kept in {self.run.path}"
+             if latest.exists()
              else "; no checkpoint had been written yet")
     raise TrainingDiverged(f"training diverged: the {what} at step {step}{where}; "
                            f"lower the learning rate (now {learn.cfg.lr * learn.lr_scale:g}) and try again")
+
+# %% ../nbs/13_resilience.ipynb #6a6873b9
+class TimeLimitCB(Callback):
+    "End the run before `seconds` of training (default: `cfg.time_limit`), with room for a last validation."
+    order = -15  # after DistributedCB's agreed clock (-20), before validation and checkpoints
+    def __init__(self, seconds:float|None=None): # the limit (default: `cfg.time_limit`)
+        self.seconds, self.cost = seconds, 0.
+        self.start = None
+    def limit(self, learn) -> float: return self.seconds or learn.cfg.time_limit or math.inf  # learn: it
+    def fraction_done(self, learn) -> float: return learn.elapsed / self.limit(learn)  # learn: the learner
+    def before_fit(self, learn): # the learner
+        if learn.elapsed >= self.limit(learn): learn.stop('time limit')  # a run resumed at its end
+    def before_validate(self, learn): self.start = time.perf_counter()  # learn: the learner
+    def before_step(self, learn): # the learner: what the last validation cost, with what came after it
+        if self.start is not None: self.cost, self.start = time.perf_counter() - self.start, None
+    def before_log(self, learn): # the learner
+        if learn.elapsed + 1.5 * self.cost + 1 >= self.limit(learn): learn.stop('time limit')

@@ -4,44 +4,46 @@
 
 # %% ../nbs/16_run.ipynb #73821faa
 from __future__ import annotations
-import contextlib, math, os, sys
-from dataclasses import asdict, fields
+import contextlib, os, sys
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from .core import ConfigError, check_arg, flag
-from .encoding import Vocab, read_text, describe_chars
-from .data import resolve_text_path, file_sha256
-from .batching import split_data
+from .data import CORPORA, resolve_text_path
+from .textcache import text_ids
+from .batching import split_data, check_fits
 from .model import CharModel, ModelConfig, num_params
-from .training import Learner, TrainConfig, bf16_supported, seed_everything
-from .distributed import Dist, init_distributed, distribute
-from .checkpoint import RunDir, CheckpointCB, CheckpointError, current_names, unflatten_state
-from .checkpoint import read_checkpoint, model_from_checkpoint, bundled_model_path
-from .transfer import grow_vocab, remap
-from .resilience import SignalCB, DivergenceCB, read_latest, resume as resume_run, run_config, run_lock
-from .resilience import PrepSignals
-from .data import CORPORA
+from .precision import bf16_supported
+from .training import TrainConfig, seed_everything
+from .distributed import Dist, DistLearner, init_distributed
+from .checkpoint import Checkpoint, RunDir
+from .checkpointing import CheckpointCB
+from .start import Start, checkpoint_path, resolve_start, with_source_chars
+from .start import build_model, source_line
+from .resilience import SignalCB, DivergenceCB, TimeLimitCB, PrepSignals
+from .resilience import run_config, run_lock
+from .resilience import resume as resume_run
 
 # %% auto #0
 __all__ = ['RECIPES', 'FINE_TUNE_LR', 'prepare_text', 'recipe', 'fit_batch_to_text', 'saved_settings', 'run_settings',
-           'check_out', 'checkpoint_path', 'read_source', 'source_settings', 'with_source_chars', 'lr_warning', 'train']
+           'check_out', 'source_settings', 'base_settings', 'lr_warning', 'train']
 
 # %% ../nbs/16_run.ipynb #9952091c
-from .data import text_ids
-
 def prepare_text(text:str|Path, # a path to a UTF-8 text file, or a corpus name such as 'tinyshakespeare'
                  val_frac:float=0.1, # the fraction held out at the end for validation
                 ):
-    "Read `text` (streamed, its ids cached: `text_ids`); return its `Vocab`, training ids, validation ids and a description of the corpus."
+    "Read `text` (streamed, its ids cached: `text_ids`); its `Vocab`, training and validation ids, and facts."
     path = resolve_text_path(text)
-    vocab, ids, sha256 = text_ids(path)
+    encoded = text_ids(path)  # the vocabulary, the ids, the text's sha256
+    vocab, ids = encoded[:2]
     train_ids, val_ids = split_data(ids, val_frac)
-    return vocab, train_ids, val_ids, dict(name=path.stem, path=str(path), sha256=sha256, chars=len(ids), vocab_size=len(vocab))
+    corpus = dict(name=path.stem, path=str(path), sha256=encoded[2], chars=len(ids), vocab_size=len(vocab))
+    return vocab, train_ids, val_ids, corpus
 
 # %% ../nbs/16_run.ipynb #3434de2b
-RECIPES = {  # chosen by measurement on a 2-core CPU (bench/README.md has the search); the GPU recipe is not yet measured
+RECIPES = {  # measured on a 2-core CPU (bench/README.md has the search); the GPU's is not measured yet
     'cpu':  dict(model=dict(hidden=384, layers=2, dropout=0.0),
                  train=dict(batch_size=32, seq_len=100, lr=3e-3, time_limit=175, eval_every=250)),
     'cuda': dict(model=dict(hidden=1024, layers=2, dropout=0.3),
@@ -64,37 +66,45 @@ def fit_batch_to_text(cfg:TrainConfig, # settings to adjust in place
     "Shrink the recipe's batch size (then sequence length) to fit a short text; say what changed."
     if cfg.batch_size * cfg.seq_len + 1 <= n: return None
     old = (cfg.batch_size, cfg.seq_len)
-    if 'batch_size' not in fixed: cfg.batch_size = max(world_size, (n - 1) // cfg.seq_len // world_size * world_size)
-    if cfg.batch_size * cfg.seq_len + 1 > n and 'seq_len' not in fixed: cfg.seq_len = max(1, (n - 1) // cfg.batch_size)
+    if 'batch_size' not in fixed:
+        cfg.batch_size = max(world_size, (n - 1) // cfg.seq_len // world_size * world_size)
+    if cfg.batch_size * cfg.seq_len + 1 > n and 'seq_len' not in fixed:
+        cfg.seq_len = max(1, (n - 1) // cfg.batch_size)
     if (cfg.batch_size, cfg.seq_len) == old: return None  # nothing we may change: the batcher explains
-    return (f"note: the training text has only {n:,} characters, too few for batches of {old[0]} × {old[1]}; "
+    return (f"note: the training text has only {n:,} characters, "
+            f"too few for batches of {old[0]} × {old[1]}; "
             f"using batch size {cfg.batch_size} and sequence length {cfg.seq_len}")
 
 # %% ../nbs/16_run.ipynb #87c21b62
-def saved_settings(ckpt:tuple, # a run's latest checkpoint, from `read_latest`
+def saved_settings(ckpt:Checkpoint, # a run's latest checkpoint, from `read_latest`
                   ) -> dict:
-    "The model and training settings of the run a checkpoint belongs to (`run_config`), and the text it trained on."
-    model, train = run_config(*ckpt[:2])
-    return dict(model=model, train=train, corpus=(ckpt[1].get('summary') or {}).get('corpus') or {})
+    "The model and training settings of the run a checkpoint belongs to (`run_config`), and its text."
+    model, train = run_config(ckpt.tensors, ckpt.meta)
+    return dict(model=model, train=train, corpus=(ckpt.meta.get('summary') or {}).get('corpus') or {})
 
 # %% ../nbs/16_run.ipynb #6822e4f7
 def run_settings(settings:dict, # settings given: any field of `ModelConfig` or `TrainConfig`
                  base:dict, # the recipe's (or a saved run's) settings: `{'model': ..., 'train': ...}`
                 ) -> tuple[ModelConfig, TrainConfig]:
-    "The model's and the run's settings: `base`, overridden by `settings`; `ConfigError` for any that cannot work."
+    "The model's and the run's settings: `base`, overridden by `settings`; `ConfigError` for a bad one."
     mk, tk = {f.name for f in fields(ModelConfig)}, {f.name for f in fields(TrainConfig)}
-    check_arg(not (bad := sorted(set(settings) - mk - tk)), f"unknown settings: {', '.join(bad)} (the fields of ModelConfig and TrainConfig are)")
+    bad = sorted(set(settings) - mk - tk)
+    check_arg(not bad, f"unknown settings: {', '.join(bad)} (the fields of ModelConfig and TrainConfig are)")
     train = {k: v for k, v in base['train'].items() if k in tk}
     if any(k in settings for k in ('max_steps', 'epochs', 'time_limit')):
         for k in ('max_steps', 'epochs', 'time_limit'): train.pop(k, None)  # the user set the run's length
-    model = {k: v for k, v in base['model'].items() if k in mk} | {k: v for k, v in settings.items() if k in mk}
-    mcfg, cfg = ModelConfig(**model).check(), TrainConfig(**(train | {k: v for k, v in settings.items() if k in tk}))
+    model = {k: v for k, v in (base['model'] | settings).items() if k in mk}
+    mcfg = ModelConfig(**model).check()
+    cfg = TrainConfig(**(train | {k: v for k, v in settings.items() if k in tk}))
     cfg.check()
-    if mcfg.cell == 'transformer':  # it learns a position per place in a training window: it can use only those
+    if mcfg.cell == 'transformer':  # it learns a position per place in a training window: it uses only those
         mcfg.context = mcfg.context or cfg.seq_len
-        check_arg(mcfg.context <= cfg.seq_len, f"--context {mcfg.context} is longer than the training windows "
-                  f"(--seq-len {cfg.seq_len}): the positions past them would never learn; give --context "
-                  f"{cfg.seq_len} or less, or a longer --seq-len")
+        check_arg(mcfg.context <= cfg.seq_len, f"{flag('context')} {mcfg.context} is longer than the "
+                  "training "
+                  "windows "
+                  f"({flag('seq_len')} {cfg.seq_len}): the positions past them would never learn; give "
+                  f"{flag('context')} "
+                  f"{cfg.seq_len} or less, or a longer {flag('seq_len')}")
     return mcfg, cfg
 
 # %% ../nbs/16_run.ipynb #ab994f17
@@ -111,82 +121,58 @@ def check_out(run:RunDir, # the run folder asked for
              ):
     "Raise `ConfigError` unless `run` can take this run (`train` asks holding the folder's lock, `run_lock`)."
     if resume and not run.latest.exists():
-        raise ConfigError(f"nothing to resume in {run.path}: no {run.latest.name} there; start without --resume")
+        raise ConfigError(f"nothing to resume in {run.path}: no {run.latest.name} there; "
+                          f"start without {flag('resume')}")
     if resume: return
     if source is not None and _same_folder(run.path, Path(source)):
         raise ConfigError(f"{flag('out')} {run.path} is the folder of the model given by "
                           f"{flag('init_from')}, and a new run there would overwrite it; "
                           f"choose another {flag('out')}")
     if run.latest.exists():
-        raise ConfigError(f"{run.path} already holds a training run; add --resume to continue it, or choose another --out")
+        raise ConfigError(f"{run.path} already holds a training run; add {flag('resume')} to continue it, "
+                          f"or choose another {flag('out')}")
     if found := [f.name for f in run.files if os.path.lexists(f)]:
         raise ConfigError(f"{run.path} already holds {', '.join(found)} of another run, which a new run "
                           f"would overwrite; choose another {flag('out')} (or move those files away)")
 
-# %% ../nbs/16_run.ipynb #7190ff3f
-def checkpoint_path(name:str|Path|None, # a checkpoint file or run folder, 'bundled', or None (the bundled model)
-                   ) -> Path:
-    "The checkpoint `name` means: the bundled model for None or 'bundled' (unless a file or folder has that name), else `name`."
-    return bundled_model_path() if name is None or (str(name) == 'bundled' and not Path(name).exists()) else Path(name)
-
-# %% ../nbs/16_run.ipynb #4ed76fbb
-def read_source(init_from:str|Path, # a checkpoint file or run folder, or 'bundled' (the model that ships with charrnn)
-               ) -> tuple[CharModel, dict]:
-    "The model a run starts from, and what the run records of it: its file, sha256 and summary."
-    path = checkpoint_path(init_from)
-    try: tensors, meta, path = read_checkpoint(path)
-    except CheckpointError as e: raise CheckpointError(f"--init-from: {e}") from None
-    model = model_from_checkpoint(tensors, meta, path)
-    return model, dict(path=str(path), sha256=file_sha256(path), summary={k: v for k, v in model.summary.items() if k != 'history'})
-
 # %% ../nbs/16_run.ipynb #eccfd984
-FINE_TUNE_LR = 1e-3  # the learning rate of a run started from a trained model, unless --lr (bench/finetune_lr.py)
+FINE_TUNE_LR = 1e-3  # the rate of a run started from a trained model, unless --lr (bench/finetune_lr.py)
 
 def source_settings(model:CharModel, # the model the run starts from
                     settings:dict, # the settings given
                     device:torch.device, # where the run trains: its recipe gives the training settings
                    ) -> dict:
-    "The base settings of a run that starts from `model`: its shape, the recipe's training at `FINE_TUNE_LR`; `ConfigError` for a size that differs."
+    "A fine-tuned run's base settings: `model`'s shape, the recipe's training at `FINE_TUNE_LR`."
     c, shape = model.config, {k: v for k, v in model.config.items() if k != 'dropout'}
     bad = [k for k in shape if k in settings and settings[k] != shape[k]]
-    check_arg(not bad, f"{', '.join(f'{flag(k)} {settings[k]}' for k in bad)}: the model given by --init-from is {c['cell'].upper()} "
-              f"{c['layers']}×{c['hidden']}, embedding {c['emb_dim']}, and a fine-tuned model keeps its shape; leave out {', '.join(map(flag, bad))}")
+    check_arg(not bad, f"{', '.join(f'{flag(k)} {settings[k]}' for k in bad)}: the model given by "
+              f"{flag('init_from')} is {c['cell'].upper()} {c['layers']}×{c['hidden']}, "
+              f"embedding {c['emb_dim']}, "
+              f"and a fine-tuned model keeps its shape; leave out {', '.join(map(flag, bad))}")
     return dict(model=c, train=recipe(device)['train'] | dict(lr=FINE_TUNE_LR))
 
-# %% ../nbs/16_run.ipynb #236a6084
-def with_source_chars(source:tuple|None, # the model the run starts from and its record, from `read_source`
-                      ckpt:tuple|None, # the checkpoint the run resumes from, from `read_latest`
-                      vocab:Vocab, # the text's vocabulary
-                      *ids:torch.Tensor, # the text's ids in it (training, validation)
-                     ) -> tuple:
-    "The run's vocabulary (its text's, plus the characters of the model it started from), the ids in it, and that model's record."
-    origin = source[1] if source else ((ckpt[1].get('summary') or {}).get('init_from') if ckpt else None)
-    if origin is None: return (vocab, *ids, None)
-    big = Vocab(vocab.itos + (source[0].vocab.itos if source else list(ckpt[1]['vocab'])))
-    return (big, *(remap(i, vocab, big) for i in ids), origin)
-
-# %% ../nbs/16_run.ipynb #6269ee6d
-def _model(vocab:Vocab, mcfg:ModelConfig, source:tuple|None, origin:dict|None) -> CharModel:
-    "The run's model: new, or the source model grown to `vocab`; its summary records the model it started from."
-    model = CharModel(vocab, mcfg)
-    if source: model.load_state_dict(grow_vocab(source[0], vocab).state_dict())
-    if origin: model.summary['init_from'] = origin
-    return model
-
-def _source_line(source:tuple, vocab:Vocab) -> str:
-    "What the run starts from, printed before it starts."
-    s, new = source[1]['summary'], sorted(set(vocab.itos) - set(source[0].vocab.itos))
-    return (f"starting from {source[1]['path']} ({s.get('step', '?')} steps on {s.get('corpus', {}).get('name', 'its text')}); "
-            + (f"{len(new)} new character{'s' * (len(new) > 1)}: {describe_chars(new)}" if new else "no new characters"))
+# %% ../nbs/16_run.ipynb #4ed76fbd
+def base_settings(start:Start, # how the run starts
+                  settings:dict, # the settings given
+                  device:torch.device, # where the run trains
+                 ) -> dict:
+    "What `settings` override: the resumed run's settings, the fine-tuned model's, or the device's recipe."
+    if start.mode == 'resume': return saved_settings(start.ckpt)
+    if start.mode == 'fine-tune': return source_settings(start.model, settings, device)
+    return recipe(device)
 
 # %% ../nbs/16_run.ipynb #cfff5182
-def _start_line(learn:Learner, corpus:dict, run:RunDir|None, resumed:bool) -> str:
+def _start_line(learn:DistLearner, corpus:dict, run:RunDir|None, resumed:bool) -> str:
     "What the run is, printed before it starts."
-    c, cfg, dev = learn.model.cfg, learn.cfg, learn.device
-    length = ', '.join(f'{k.replace("_", " ")} {v:g}' for k in ('max_steps', 'epochs', 'time_limit') if (v := getattr(cfg, k)))
-    return (f"{f'resuming at step {learn.step}: ' if resumed else ''}{corpus['name']}: {c.cell.upper()} {c.layers}×{c.hidden} "
-            f"({num_params(learn.model) / 1e6:.2f}M params) on {len(learn.train_ids):,} training and {len(learn.val_ids):,} validation "
-            f"characters; {dev}{', bf16' if bf16_supported(dev) and cfg.precision != 'fp32' else ''}; until {length}"
+    c, cfg = learn.model.cfg, learn.cfg
+    dev = learn.device
+    ends = ('max_steps', 'epochs', 'time_limit')
+    length = ', '.join(f'{k.replace("_", " ")} {v:g}' for k in ends if (v := getattr(cfg, k)))
+    bf16 = ', bf16' if bf16_supported(dev) and cfg.precision != 'fp32' else ''
+    return (f"{f'resuming at step {learn.step}: ' if resumed else ''}{corpus['name']}: "
+            f"{c.cell.upper()} {c.layers}×{c.hidden} "
+            f"({num_params(learn.model) / 1e6:.2f}M params) on {len(learn.train_ids):,} training and "
+            f"{len(learn.val_ids):,} validation characters; {dev}{bf16}; until {length}"
             + (f"; run folder {run.path}" if run is not None else ''))
 
 # %% ../nbs/16_run.ipynb #2f6c4d9a
@@ -198,79 +184,83 @@ def lr_warning(lr:float, # the run's peak learning rate
             + ("the run goes on, but it will likely diverge" if lr > 1
                else "the run goes on, but it will learn almost nothing"))
 
-# %% ../nbs/16_run.ipynb #7b878ebc
-def _check_fits(cfg:TrainConfig, n:int, corpus:dict):
-    "Say, in terms of the whole text, that `n` training characters cannot fill one batch."
-    if (need := cfg.batch_size * cfg.seq_len + 1) <= n: return
-    fits = (n - 1) // cfg.seq_len
-    raise ConfigError(f"{corpus['path']} has {corpus['chars']:,} characters, {n:,} of them for training: too few for batches of "
-                      f"{cfg.batch_size} streams × {cfg.seq_len} characters (that needs a text of about {math.ceil(need / (1 - cfg.val_frac)):,} "
-                      "characters); use a longer text, or a smaller batch size" + (f" (at most {fits})" if fits else '') + " or sequence length")
-
 # %% ../nbs/16_run.ipynb #976a4f66
-def _run_text(corpus:dict, # the text a run trained on, as its checkpoint records it
+def _run_text(corpus:dict, # the text a resumed run trained on, as its checkpoint records it
               run:RunDir, # the run
              ) -> str:
-    "The text a resumed run trained on, for a resume that names none: the file recorded, else the named corpus it was."
+    "The text a resumed run trained on, for a resume naming none: the file recorded, else the corpus it was."
     if (path := corpus.get('path')) and Path(path).is_file(): return path
-    if corpus.get('name') in CORPORA: return corpus['name']  # its cached copy is gone: made again (and its sha256 compared)
-    raise ConfigError(f"the run in {run.path} trained on {path or 'a text it did not record'}, which is not there now; "
-                      f"give the text: charrnn train TEXT --out {run.path} --resume")
+    if corpus.get('name') in CORPORA: return corpus['name']  # its cached copy is gone: made again, checked
+    raise ConfigError(f"the run in {run.path} trained on {path or 'a text it did not record'}, "
+                      "which is not there now; "
+                      f"give the text: charrnn train TEXT {flag('out')} {run.path} {flag('resume')}")
 
 # %% ../nbs/16_run.ipynb #1afbf9e4
+def _callbacks(cfg:TrainConfig, run:RunDir|None, corpus:dict, dist:Dist) -> list:
+    "The engine's callbacks of a run: signals, divergence guard, time limit, and checkpoints if in a folder."
+    cbs = [SignalCB(), DivergenceCB(run, dist)] + ([TimeLimitCB()] if cfg.time_limit else [])
+    return cbs + ([CheckpointCB(run, corpus, dist)] if run is not None else [])
+
 def _learner(text:str|Path|None, # the text file or corpus name (None: the resumed run's own)
              run:RunDir|None, # the run folder, if any
-             ckpt:tuple|None, # the run's latest checkpoint, when it resumes (from `read_latest`)
+             start:Start, # how the run starts (`resolve_start`)
              settings:dict, # the settings given
              device:torch.device, # where to train
              dist:Dist, # this process's place
              quiet:bool, # print nothing
-             source:tuple|None=None, # the model a new run starts from, and its record (from `read_source`)
-            ) -> Learner:
+            ) -> DistLearner:
     "The learner of a run, with its callbacks, set up for this process, at the step it resumes from."
-    base = saved_settings(ckpt) if ckpt else source_settings(source[0], settings, device) if source else recipe(device)
+    base = base_settings(start, settings, device)
     mcfg, cfg = run_settings(settings, base)
     if dist.is_main and (warning := lr_warning(cfg.lr)): print(warning, file=sys.stderr, flush=True)
-    vocab, train_ids, val_ids, corpus = prepare_text(_run_text(base['corpus'], run) if text is None else text, cfg.val_frac)
-    corpus['path'] = str(Path(corpus['path']).resolve())  # so that a resume that names no text finds it from anywhere
-    vocab, train_ids, val_ids, origin = with_source_chars(source, ckpt, vocab, train_ids, val_ids)
-    note = fit_batch_to_text(cfg, len(train_ids), {k for k in ('batch_size', 'seq_len') if k in settings}, dist.world_size)
-    _check_fits(cfg, len(train_ids), corpus)
-    seed_everything(cfg.seed)
-    cbs = [SignalCB(), DivergenceCB(run, dist)] + ([CheckpointCB(run, corpus, dist)] if run is not None else [])
-    learn = distribute(Learner(_model(vocab, mcfg, source, origin).to(device), train_ids, val_ids, cfg, cbs=cbs, quiet=quiet), dist)
+    prepared = prepare_text(_run_text(base['corpus'], run) if text is None else text, cfg.val_frac)
+    vocab, corpus = prepared[0], prepared[3]
+    corpus['path'] = str(Path(corpus['path']).resolve())  # a resume that names no text finds it from anywhere
+    vocab, *ids = with_source_chars(start, vocab, *prepared[1:3])
+    train_ids, val_ids = ids[:2]
+    origin = ids[2]
+    fixed = {k for k in ('batch_size', 'seq_len') if k in settings}
+    note = fit_batch_to_text(cfg, len(train_ids), fixed, dist.world_size)
+    check_fits(len(train_ids), cfg.batch_size, cfg.seq_len)
+    seed_everything(cfg.seed + dist.rank)  # once, before the model is built; each rank its own dropout masks
+    model = build_model(vocab, mcfg, start, origin).to(device)
+    learn = DistLearner(model, train_ids, val_ids, cfg, _callbacks(cfg, run, corpus, dist), quiet, dist=dist)
     if note: learn.log(note)
-    if source: learn.log(_source_line(source, vocab))
-    if ckpt: resume_run(learn, ckpt, corpus, dist)
-    learn.log(_start_line(learn, corpus, run, ckpt is not None))
+    if start.mode == 'fine-tune': learn.log(source_line(start, vocab))
+    if start.mode == 'resume': resume_run(learn, start.ckpt, corpus, dist)
+    learn.log(_start_line(learn, corpus, run, start.mode == 'resume'))
     return learn
 
 # %% ../nbs/16_run.ipynb #53688155
-def train(text:str|Path|None=None, # a text file, or a corpus name such as 'tinyshakespeare' (resuming: the run's own, if left out)
+def train(text:str|Path|None=None, # a text file, or a corpus name such as 'tinyshakespeare' (resume: its own)
           out:str|Path|None=None, # the run folder (checkpoints, history, plot); None keeps nothing on disk
           device='auto', # 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device
           resume:bool=False, # continue the run in `out`
-          init_from:str|Path|None=None, # start a new run from this trained model: a checkpoint, a run folder, or 'bundled'
+          init_from:str|Path|None=None, # start a new run from a trained model: a file, folder, 'bundled'
           quiet:bool=False, # print nothing
-          **settings, # any `ModelConfig` or `TrainConfig` field (hidden, layers, dropout, seq_len, lr, max_steps, ...)
-         ) -> Learner:
-    "Train a `CharModel` on `text` with the device's recipe, overridden by `settings`; return the `Learner`."
+          **settings, # any `ModelConfig` or `TrainConfig` field (hidden, layers, dropout, seq_len, lr, ...)
+         ) -> DistLearner:
+    "Train a `CharModel` on `text` with the device's recipe, overridden by `settings`; return the learner."
     check_arg(out is None or str(out).strip(),
               f"{flag('out')} is empty; give the folder to write the run into (it is created if missing)")
     dist, device = init_distributed(device)
     run, settings = None if out is None else RunDir(out), {k: v for k, v in settings.items() if v is not None}
-    check_arg(init_from is None or not resume, "--init-from starts a new run and --resume continues the one in --out: give one "
-              "of them (a run started from --init-from continues with --resume alone)")
+    check_arg(init_from is None or not resume, f"{flag('init_from')} starts a new run and {flag('resume')} "
+              "continues "
+              f"the one in {flag('out')}: give one of them (a run started from {flag('init_from')} "
+              "continues with "
+              f"{flag('resume')} alone)")
     if run is not None and int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')) > 0:
         resume = resume or run.latest.exists()  # torchrun restarted the processes after a failure: continue
-    check_arg(run is not None or not resume, "--resume needs --out: the folder of the run to continue")
-    check_arg(text is not None or resume, "no text to train on: give a text file or a corpus name such as 'tinyshakespeare' "
-              "(only --resume may leave it out: it takes the run's own)")
+    check_arg(run is not None or not resume,
+              f"{flag('resume')} needs {flag('out')}: the folder of the run to continue")
+    check_arg(text is not None or resume, "no text to train on: give a text file or a corpus name such as "
+              f"'tinyshakespeare' (only {flag('resume')} may leave it out: it takes the run's own)")
     prep = PrepSignals()  # a signal while the run prepares undoes what was begun: the lock, a temporary file
     with prep, run_lock(run, dist) if run is not None else contextlib.nullcontext():  # one run per folder
         if run is not None: check_out(run, resume, None if init_from is None else checkpoint_path(init_from))
-        source = read_source(init_from) if init_from is not None and not resume else None  # (torchrun's restart resumes)
-        learn = _learner(text, run, read_latest(run) if resume else None, settings, device, dist, quiet, source)  # read and checked once
+        start = resolve_start(run, resume, init_from)  # (torchrun's restart resumes)
+        learn = _learner(text, run, start, settings, device, dist, quiet)
         prep.preparing = False  # from here `SignalCB` stops the run after a step, with its checkpoint
         learn.fit()
     return learn

@@ -31,15 +31,19 @@ class SelfAttention(nn.Module):
                  dropout:float=0., # dropout on the output
                 ):
         super().__init__()
-        self.heads, self.qkv, self.proj = heads, nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x:torch.Tensor, # (B, T, C) the new positions
                 past:tuple|None=None, # earlier keys and values, each (B, heads, t, C // heads), or None
                ):
         "The output for each new position, (B, T, C), and the keys and values of all positions so far."
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B,h,T,C/h)
+        B, T = x.shape[:2]
+        C = x.shape[2]
+        qkv = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # 3×(B,h,T,C/h)
+        q, k = qkv[0], qkv[1]
+        v = qkv[2]
         if past is not None: k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)   # (B,h,t+T,C/h)
         t = k.shape[2] - T
         mask = causal_mask(T, t, x.device) if t and T > 1 else None  # one new position may look at everything
@@ -125,7 +129,8 @@ def forward(self:Transformer, e:torch.Tensor, # (B, T, C) character embeddings (
         if hidden is not None and hidden[-1].shape[2] == self.context: hidden = self._slide(hidden)
         room = self.context - (0 if hidden is None else hidden[-1].shape[2])
         out, hidden = self._run(e[:, i:i + room], hidden)
-        outs.append(out); i += room
+        outs.append(out)
+        i += room
     return (torch.cat(outs, 1) if outs else e), (None if self.training else hidden)
 
 BODIES['transformer'] = Transformer  # CharModel(vocab, cell='transformer') builds one
@@ -147,13 +152,15 @@ def step_times(model:nn.Module, # a `CharModel`
     was, runs = model.training, []
     model.eval()
     for _ in range(repeats):
-        x, hidden, times, sizes = torch.zeros(1, 1, dtype=torch.long, device=model.device), None, [], []
+        x, hidden = torch.zeros(1, 1, dtype=torch.long, device=model.device), None
+        times, sizes = [], []
         for _ in range(n):
             t = time.perf_counter()
             logits, hidden = model(x, hidden)
             x = logits[:, -1:].argmax(-1)
             if x.device.type == 'cuda': torch.cuda.synchronize()
-            times.append(time.perf_counter() - t); sizes.append(state_bytes(hidden))
+            times.append(time.perf_counter() - t)
+            sizes.append(state_bytes(hidden))
         runs.append(times)
     model.train(was)
     return [min(ts) for ts in zip(*runs)], sizes

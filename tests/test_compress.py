@@ -19,8 +19,9 @@ import torch
 from conftest import TINY_SHAKESPEARE_BYTES, Result, assert_user_error
 from charrnn.checkpoint import bundled_model_path
 from charrnn.cli import main
-from charrnn.compress import (CompressedFileError, MAGIC, VERSION, _PREFIX, coder_model, compress,
-                              compress_ids, decompress, decompress_ids, read_header)
+from charrnn.compress import compress_ids, decompress_ids
+from charrnn.compressed import (CompressedFileError, MAGIC, VERSION, _PREFIX, coder_model, compress, decompress,
+                                read_header)
 from charrnn.data import file_sha256
 from charrnn.encoding import VocabError
 from charrnn.run import train

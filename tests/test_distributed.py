@@ -207,7 +207,7 @@ def test_signal_to_one_rank_then_resume_under_torchrun(run, corpus, tmp_path):
 # before each checkpoint, rank 0 prints the largest difference between the ranks' weights
 WEIGHT_SPREAD = textwrap.dedent('''\
     import torch
-    from charrnn.checkpoint import CheckpointCB
+    from charrnn.checkpointing import CheckpointCB
     from charrnn.cli import main
     _save_latest = CheckpointCB.save_latest
     def save_latest(self, learn):

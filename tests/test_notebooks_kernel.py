@@ -1,15 +1,16 @@
 """Every notebook in nbs/ runs top to bottom under a real Jupyter kernel (nbclient, the `python3`
 ipykernel, cwd nbs/), the way a reader runs it -- not only in nbdev_test's in-process shell.
 
-The cells nbdev_test skips are skipped the same way, with nbdev's own directive parsing: cells
-flagged with a flag from settings.ini's `tst_flags` (`#| slow`), `#| eval: false` cells, cells
-calling `nbdev_export()`, and whole notebooks with `skip_exec: true` in their front matter or a
-kernel that is not Python. Markdown and raw cells are not run. As under nbdev_test, IN_TEST=1.
+The cells nbdev_test skips are skipped here too, as nbdev itself decides: `cells_to_run` calls nbdev's
+`test_nb` with a shell that records the cells it is given instead of running them (cells flagged with
+settings.ini's `tst_flags` such as `#| slow`, `#| eval: false` cells, cells calling `nbdev_export()`, and
+whole notebooks with `skip_exec: true` or a kernel that is not Python are left out). As under nbdev_test,
+IN_TEST=1.
 
 One test per notebook found in nbs/ (nothing is listed here), so a failure names it. The notebooks need
-nothing outside the clone (tiny Shakespeare ships with the package). MPLBACKEND=Agg, OMP_NUM_THREADS=1 unless set
-(one torch thread, as tools/test.sh runs nbdev_test); CHARRNN_NB_TIMEOUT sets the per-cell time limit in seconds
-(default 1800).
+nothing outside the clone (tiny Shakespeare ships with the package). MPLBACKEND=Agg, OMP_NUM_THREADS=1 unless
+set (one torch thread, as tools/test.sh runs nbdev_test); CHARRNN_NB_TIMEOUT sets the per-cell time limit in
+seconds (default 1800).
 """
 from __future__ import annotations
 
@@ -36,20 +37,27 @@ def skip_flags() -> set[str]:
     finally: os.chdir(cwd)
 
 
-def cells_to_run(nb_path:Path, flags:set[str]):
-    """(frontmatter, python?, code cells nbdev_test runs), from nbdev's own processing of the notebook
-    (`NBProcessor` with `FrontmatterProc`, and the rules of nbdev.test.test_nb's `_no_eval`)."""
-    from nbdev.process import NBProcessor, nb_lang
-    from nbdev.frontmatter import FrontmatterProc
-    nb = NBProcessor(nb_path, procs=FrontmatterProc, process=True).nb
-    fm = getattr(nb, 'frontmatter_', {}) or {}
-    def no_eval(cell):
-        if cell.cell_type != 'code': return True
-        if 'nbdev_export' + '(' in cell.source: return True
-        direc = getattr(cell, 'directives_', {}) or {}
-        if direc.get('eval:', [''])[0].lower() == 'false': return True
-        return bool(flags & direc.keys())
-    return fm, nb_lang(nb) == 'python', [c for c in nb.cells if not no_eval(c)]
+class CellRecorder:
+    "Stands in for execnb's `CaptureShell` inside `nbdev.test.test_nb`: keeps the cells nbdev_test would run."
+    cells = None
+
+    def __init__(self, *args, **kwargs): pass
+
+    def run_all(self, nb, exc_stop=False, preproc=lambda cell: False, **kwargs):
+        "What nbdev_test's shell is given: the notebook, and nbdev's own rule (`preproc`) for cells it skips."
+        type(self).cells = [c for c in nb.cells if not preproc(c)]
+
+
+def cells_to_run(nb_path:Path, flags:set[str]) -> list | None:
+    """The code cells nbdev_test runs in `nb_path` (None: it runs none, for `skip_exec` or a kernel that is
+    not Python), decided by nbdev itself: its public `test_nb`, with a shell that records the cells instead
+    of running them. nbdev 2.4.14 keeps the rule in a function inside `test_nb`: no other public way."""
+    from unittest.mock import patch
+    from nbdev.test import test_nb
+    CellRecorder.cells = None
+    with patch('nbdev.test.CaptureShell', CellRecorder), patch.dict(os.environ):  # test_nb sets IN_TEST
+        test_nb(nb_path, skip_flags=flags, showerr=False)
+    return CellRecorder.cells
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -58,9 +66,10 @@ def notebook_env():
     old = dict(os.environ)
     os.environ['MPLBACKEND'] = 'Agg'
     os.environ['IN_TEST'] = '1'
-    os.environ.setdefault('OMP_NUM_THREADS', '1')   # as tools/test.sh runs nbdev_test: one torch thread per notebook
+    os.environ.setdefault('OMP_NUM_THREADS', '1')   # as nbdev_test runs here: one torch thread per notebook
     pp = os.environ.get('PYTHONPATH')
-    os.environ['PYTHONPATH'] = str(REPO) + (os.pathsep + pp if pp else '')   # the checkout's charrnn, as nbdev_test's basepath
+    # the checkout's charrnn, as nbdev_test's basepath
+    os.environ['PYTHONPATH'] = str(REPO) + (os.pathsep + pp if pp else '')
     yield
     os.environ.clear()
     os.environ.update(old)
@@ -69,17 +78,18 @@ def notebook_env():
 @pytest.mark.parametrize('nb_path', notebooks(), ids=lambda p: p.name)
 def test_notebook_runs_in_kernel(nb_path):
     import nbformat
-    from fastcore.basics import str2bool
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    fm, is_python, cells = cells_to_run(nb_path, skip_flags())
-    if str2bool(fm.get('skip_exec', False)): pytest.skip(f'{nb_path.name}: skip_exec in its front matter')
-    if not is_python: pytest.skip(f'{nb_path.name}: not a Python notebook')
-    nb = nbformat.v4.new_notebook(metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
+    cells = cells_to_run(nb_path, skip_flags())
+    if cells is None: pytest.skip(f'{nb_path.name}: nbdev_test runs none of it (skip_exec, or not Python)')
+    kernel = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
+    nb = nbformat.v4.new_notebook(metadata={'kernelspec': kernel})
     nb.cells = [nbformat.v4.new_code_cell(c.source) for c in cells]
-    client = NotebookClient(nb, kernel_name='python3', timeout=int(os.environ.get('CHARRNN_NB_TIMEOUT', 1800)),
-                            startup_timeout=120, resources={'metadata': {'path': str(NBS)}})
-    t, err = time.time(), None
+    timeout = int(os.environ.get('CHARRNN_NB_TIMEOUT', 1800))
+    client = NotebookClient(nb, kernel_name='python3', timeout=timeout, startup_timeout=120,
+                            resources={'metadata': {'path': str(NBS)}})
+    t = time.time()
+    err = None
     try: client.execute()
     except CellExecutionError as e: err = re.sub(r'\x1b\[[0-9;]*m', '', str(e))
     if err: pytest.fail(f'{nb_path.name} failed under a Jupyter kernel:\n{err}', pytrace=False)

@@ -25,15 +25,13 @@ import torch
 
 import charrnn.cli
 from charrnn.core import ConfigError
-from charrnn.batching import split_data
+from charrnn.batching import check_fits, split_data
 from charrnn.training import Learner, TrainConfig
-from charrnn.run import fit_batch_to_text, _check_fits
+from charrnn.run import fit_batch_to_text
 
-from conftest import TINY_SHAKESPEARE_BYTES, snapshot
+from conftest import TINY, TINY_SHAKESPEARE_BYTES, assert_user_error, snapshot
 
 SHAKESPEARE = TINY_SHAKESPEARE_BYTES.decode('utf-8')
-TINY = ['--hidden', '16', '--layers', '1', '--batch-size', '4', '--seq-len', '16', '--precision', 'fp32',
-        '--device', 'cpu']
 
 
 @pytest.fixture(autouse=True)
@@ -49,74 +47,58 @@ def text(tmp_path) -> Path:
     return p
 
 
-def run_main(capsys, *argv) -> tuple[int, str, str]:
-    "`charrnn.cli.main(argv)` in this process: (exit status, stdout, stderr)."
-    capsys.readouterr()
-    try: charrnn.cli.main([str(a) for a in argv]); code = 0
-    except SystemExit as e: code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def user_error(capsys, cmd, *argv, needles=()) -> str:
-    "`charrnn CMD ARGV` fails as a user error: exit status 2, one line on stderr naming each of `needles`."
-    code, _, err = run_main(capsys, cmd, *argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith(f'charrnn {cmd}: error: '), (code, err)
-    for n in needles: assert n.lower() in lines[0].lower(), f"{n!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 @pytest.fixture
-def tiny_run(text, tmp_path, capsys) -> Path:
+def tiny_run(text, tmp_path, cli) -> Path:
     "A tiny trained run folder (2 steps)."
     out = tmp_path/'done'
-    code, _, err = run_main(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 2)
-    assert code == 0, err
+    r = cli('train', text, '--out', out, *TINY, '--max-steps', 2)
+    assert r.returncode == 0, r
     return out
 
 
 # ------------------------------------------------------------------ 2. a run folder is never overwritten
 
 @pytest.mark.parametrize('name', ['best.safetensors', 'history.json', 'loss.png'])
-def test_a_folder_holding_any_run_file_is_refused(text, tmp_path, capsys, tiny_run, name):
-    out = tmp_path/'run'; out.mkdir()
+def test_a_folder_holding_any_run_file_is_refused(text, tmp_path, cli, tiny_run, name):
+    out = tmp_path/'run'
+    out.mkdir()
     (out/name).write_bytes((tiny_run/name).read_bytes())
     before = snapshot(out)
-    user_error(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 1,
-               needles=[str(out), name, '--out'])
+    r = cli('train', text, '--out', out, *TINY, '--max-steps', 1)
+    assert_user_error(r, 'train', str(out), name, '--out')
     assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == [name]
 
 
-def test_out_is_the_init_from_folder(text, tmp_path, capsys, tiny_run):
+def test_out_is_the_init_from_folder(text, tmp_path, cli, tiny_run):
     (tiny_run/'latest.safetensors').unlink()  # its best model alone: still a run folder, and the source
     before = snapshot(tiny_run)
-    user_error(capsys, 'train', text, '--out', tiny_run, '--init-from', tiny_run, '--max-steps', 1,
-               needles=['--init-from', '--out'])
+    r = cli('train', text, '--out', tiny_run, '--init-from', tiny_run, '--max-steps', 1)
+    assert_user_error(r, 'train', '--init-from', '--out')
     assert snapshot(tiny_run) == before
-    user_error(capsys, 'train', text, '--out', tiny_run, '--init-from', tiny_run/'best.safetensors',
-               '--max-steps', 1, needles=['--init-from'])
+    r = cli('train', text, '--out', tiny_run, '--init-from', tiny_run/'best.safetensors', '--max-steps', 1)
+    assert_user_error(r, 'train', '--init-from')
     assert snapshot(tiny_run) == before
 
 
 # ------------------------------------------------------------------ 3. the lock file
 
 @pytest.mark.parametrize('dangling', [False, True])
-def test_the_lock_never_follows_a_symlink(text, tmp_path, capsys, dangling):
+def test_the_lock_never_follows_a_symlink(text, tmp_path, cli, dangling):
     out, target = tmp_path/'run', tmp_path/'precious.txt'
     out.mkdir()
     if not dangling: target.write_text('precious\n')
     (out/'train.lock').symlink_to(target)
-    user_error(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 1,
-               needles=['train.lock', 'symbolic link'])
+    r = cli('train', text, '--out', out, *TINY, '--max-steps', 1)
+    assert_user_error(r, 'train', 'train.lock', 'symbolic link')
     assert (target.read_text() == 'precious\n') if not dangling else not target.exists()
     assert (out/'train.lock').is_symlink() and [p.name for p in out.iterdir()] == ['train.lock']
 
 
-def test_a_lock_that_is_a_folder(text, tmp_path, capsys):
-    out = tmp_path/'run'; (out/'train.lock').mkdir(parents=True)
-    user_error(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 1,
-               needles=['train.lock', 'folder', 'remove'])
+def test_a_lock_that_is_a_folder(text, tmp_path, cli):
+    out = tmp_path/'run'
+    (out/'train.lock').mkdir(parents=True)
+    r = cli('train', text, '--out', out, *TINY, '--max-steps', 1)
+    assert_user_error(r, 'train', 'train.lock', 'folder', 'remove')
     assert (out/'train.lock').is_dir()
 
 
@@ -129,28 +111,32 @@ def deny(monkeypatch, path:Path):
     monkeypatch.setattr(os, 'open', fake)
 
 
-def test_an_unwritable_lock_file(text, tmp_path, capsys, monkeypatch):
-    out = tmp_path/'run'; out.mkdir(); (out/'train.lock').write_text('')
+def test_an_unwritable_lock_file(text, tmp_path, cli, monkeypatch):
+    out = tmp_path/'run'
+    out.mkdir()
+    (out/'train.lock').write_text('')
     deny(monkeypatch, out/'train.lock')
-    user_error(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 1, needles=['train.lock', 'remove'])
+    r = cli('train', text, '--out', out, *TINY, '--max-steps', 1)
+    assert_user_error(r, 'train', 'train.lock', 'remove')
 
 
-def test_an_unwritable_out(text, tmp_path, capsys, monkeypatch):
-    out = tmp_path/'run'; out.mkdir()
+def test_an_unwritable_out(text, tmp_path, cli, monkeypatch):
+    out = tmp_path/'run'
+    out.mkdir()
     deny(monkeypatch, out/'train.lock')
-    user_error(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 1,
-               needles=[str(out), 'not writable', '--out'])
+    r = cli('train', text, '--out', out, *TINY, '--max-steps', 1)
+    assert_user_error(r, 'train', str(out), 'not writable', '--out')
 
 
-def test_a_run_folder_that_cannot_be_made(text, tmp_path, capsys, monkeypatch):
+def test_a_run_folder_that_cannot_be_made(text, tmp_path, cli, monkeypatch):
     out, real = tmp_path/'a'/'b'/'run', Path.mkdir
     def mkdir(self, *a, **kw):  # as where the user may not write: the parents are made, the run folder is not
         if self != out: return real(self, *a, **kw)
         real(self.parent, parents=True, exist_ok=True)
         raise PermissionError(13, 'Permission denied', str(self))
     monkeypatch.setattr(Path, 'mkdir', mkdir)
-    user_error(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 1,
-               needles=[str(out), 'permission denied', '--out'])
+    r = cli('train', text, '--out', out, *TINY, '--max-steps', 1)
+    assert_user_error(r, 'train', str(out), 'permission denied', '--out')
     assert not (tmp_path/'a').exists()
 
 
@@ -190,7 +176,7 @@ def test_every_seed_fits_after_batch_fitting():
         for seed in range(200):
             cfg = TrainConfig(batch_size=32, seq_len=100, seed=seed)
             fit_batch_to_text(cfg, n)
-            _check_fits(cfg, n, dict(path='text.txt', chars=n))
+            check_fits(n, cfg.batch_size, cfg.seq_len)
             epoch_offsets(torch.arange(n), cfg)
 
 
@@ -199,50 +185,50 @@ def dying_seed(n_train:int, bs:int=4, sl:int=16) -> int:
     return next(s for s in range(1000) if bs * sl + 1 + old_offset(s, 1, sl) > n_train)
 
 
-def test_a_short_run_crosses_epochs_and_a_dead_run_resumes(tmp_path, capsys):
+def test_a_short_run_crosses_epochs_and_a_dead_run_resumes(tmp_path, cli):
     p = tmp_path/'short.txt'
     p.write_text(SHAKESPEARE[:80], encoding='utf-8')  # 72 characters for training: 4 × 16 + 1 needs 65
     seed = dying_seed(72)
     args = [*TINY, '--seed', seed, '--eval-every', 1]
-    code, out, err = run_main(capsys, 'train', p, '--out', tmp_path/'a', *args, '--max-steps', 4)
-    assert code == 0, err
-    assert 'step      4 | epoch  4.00' in out, out
+    r = cli('train', p, '--out', tmp_path/'a', *args, '--max-steps', 4)
+    assert r.returncode == 0, r
+    assert 'step      4 | epoch  4.00' in r.stdout, r
     # the state a run that died crossing into epoch 1 left: its latest checkpoint at the end of epoch 0
-    code, out, err = run_main(capsys, 'train', p, '--out', tmp_path/'b', *args, '--max-steps', 1)
-    assert code == 0, err
-    code, out, err = run_main(capsys, 'train', p, '--out', tmp_path/'b', '--resume', '--max-steps', 4)
-    assert code == 0, err
-    assert 'step      4 | epoch  4.00' in out, out
+    r = cli('train', p, '--out', tmp_path/'b', *args, '--max-steps', 1)
+    assert r.returncode == 0, r
+    r = cli('train', p, '--out', tmp_path/'b', '--resume', '--max-steps', 4)
+    assert r.returncode == 0, r
+    assert 'step      4 | epoch  4.00' in r.stdout, r
 
 
 # ------------------------------------------------------------------ 6. seeds, out of memory
 
 @pytest.mark.parametrize('seed', ['-1', str(2**63), str(2**64)])
-def test_a_seed_out_of_range(text, tmp_path, capsys, seed):
-    user_error(capsys, 'train', text, '--out', tmp_path/'run', *TINY, '--max-steps', 1, '--seed', seed,
-               needles=['--seed', seed])
+def test_a_seed_out_of_range(text, tmp_path, cli, seed):
+    r = cli('train', text, '--out', tmp_path/'run', *TINY, '--max-steps', 1, '--seed', seed)
+    assert_user_error(r, 'train', '--seed', seed)
     assert not (tmp_path/'run').exists()
-    user_error(capsys, 'generate', 'bundled', '--length', 5, '--seed', seed, '--device', 'cpu',
-               needles=['--seed', seed])
+    r = cli('generate', 'bundled', '--length', 5, '--seed', seed, '--device', 'cpu')
+    assert_user_error(r, 'generate', '--seed', seed)
 
 
-def test_the_largest_seed_works(text, tmp_path, capsys):
-    code, _, err = run_main(capsys, 'train', text, '--out', tmp_path/'run', *TINY, '--max-steps', 1,
-                            '--seed', 2**63 - 1)
-    assert code == 0, err
+def test_the_largest_seed_works(text, tmp_path, cli):
+    r = cli('train', text, '--out', tmp_path/'run', *TINY, '--max-steps', 1, '--seed', 2**63 - 1)
+    assert r.returncode == 0, r
 
 
-def test_out_of_cpu_memory_reads_as_on_the_gpu(capsys, monkeypatch):
+def test_out_of_cpu_memory_reads_as_on_the_gpu(cli, monkeypatch):
     try: torch.empty(2**60, dtype=torch.uint8)  # what torch really raises (no machine has an exabyte)
     except RuntimeError as e: cpu = e
     msgs = []
     for err in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), cpu):
         def fail(*a, e=err, **kw): raise e
         monkeypatch.setattr(charrnn.cli, 'train', fail)
-        msgs.append(user_error(capsys, 'train', 'x.txt', '--out', 'x',
-                               needles=['out of memory', '--batch-size']))
+        r = cli('train', 'x.txt', '--out', 'x')
+        msgs.append(assert_user_error(r, 'train', 'out of memory', '--batch-size'))
         monkeypatch.setattr(charrnn.cli, 'generate_text', fail)
-        msgs.append(user_error(capsys, 'generate', 'bundled', '--device', 'cpu', needles=['out of memory']))
+        r = cli('generate', 'bundled', '--device', 'cpu')
+        msgs.append(assert_user_error(r, 'generate', 'out of memory'))
     assert msgs[:2] == msgs[2:]
     def other(*a, **kw): raise RuntimeError('another failure')
     monkeypatch.setattr(charrnn.cli, 'train', other)  # any other RuntimeError is not taken for one
@@ -264,11 +250,11 @@ def big_text(tmp_path_factory):
 
 
 @pytest.mark.parametrize('sig,existing', [(signal.SIGTERM, False), (signal.SIGINT, True)])
-def test_a_signal_while_the_text_is_prepared(big_text, text, tmp_path, capsys, sig, existing):
+def test_a_signal_while_the_text_is_prepared(big_text, text, tmp_path, cli, sig, existing):
     if existing:
         out = tmp_path/'run'
-        code, _, err = run_main(capsys, 'train', text, '--out', out, *TINY, '--max-steps', 1)
-        assert code == 0, err
+        r = cli('train', text, '--out', out, *TINY, '--max-steps', 1)
+        assert r.returncode == 0, r
         args, before = ['--resume'], snapshot(out)
     else: out, args = tmp_path/'new'/'parent'/'run', [*TINY, '--max-steps', 1]
     cache = tmp_path/'sigcache'
@@ -294,39 +280,39 @@ def test_a_signal_while_the_text_is_prepared(big_text, text, tmp_path, capsys, s
 
 # ------------------------------------------------------------------ 8. messages that name the fix
 
-def test_an_empty_out(text, tmp_path, capsys, monkeypatch):
+def test_an_empty_out(text, tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    user_error(capsys, 'train', text, '--out', '', *TINY, '--max-steps', 1, needles=['--out'])
+    assert_user_error(cli('train', text, '--out', '', *TINY, '--max-steps', 1), 'train', '--out')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['text.txt']
 
 
-def test_a_failed_start_leaves_no_folders(text, tmp_path, capsys):
+def test_a_failed_start_leaves_no_folders(text, tmp_path, cli):
     out = tmp_path/'a'/'b'/'run'
-    user_error(capsys, 'train', text, '--out', out, '--batch-size', 1000, '--seq-len', 100, '--max-steps', 1,
-               needles=['batch size'])
+    r = cli('train', text, '--out', out, '--batch-size', 1000, '--seq-len', 100, '--max-steps', 1)
+    assert_user_error(r, 'train', 'batch size')
     assert not (tmp_path/'a').exists()
 
 
-def test_the_warmup_message_says_what_is_allowed(text, tmp_path, capsys):
-    line = user_error(capsys, 'train', text, '--out', tmp_path/'run', '--warmup', '-1',
-                      needles=['--warmup', '-1', '0 or more'])
+def test_the_warmup_message_says_what_is_allowed(text, tmp_path, cli):
+    r = cli('train', text, '--out', tmp_path/'run', '--warmup', '-1')
+    line = assert_user_error(r, 'train', '--warmup', '-1', '0 or more')
     assert 'positive' not in line, line
 
 
-def test_a_text_too_short_to_split_says_how_long_it_must_be(tmp_path, capsys):
+def test_a_text_too_short_to_split_says_how_long_it_must_be(tmp_path, cli):
     for n, f in [(2, 0.1), (5, 0.1), (3, 0.5), (100, 0.99)]:
         with pytest.raises(ConfigError) as e: split_data(torch.arange(n), f)
         need = int(str(e.value).split('at least ')[1].split()[0].replace(',', ''))
         split_data(torch.arange(need), f)
         with pytest.raises(ConfigError): split_data(torch.arange(need - 1), f)
-    p = tmp_path/'short.txt'; p.write_text('hello', encoding='utf-8')
-    user_error(capsys, 'train', p, '--out', tmp_path/'run', needles=['5 characters', 'at least 15'])
+    p = tmp_path/'short.txt'
+    p.write_text('hello', encoding='utf-8')
+    assert_user_error(cli('train', p, '--out', tmp_path/'run'), 'train', '5 characters', 'at least 15')
 
 
 @pytest.mark.parametrize('lr', ['1e-7', '5'])
-def test_a_far_off_learning_rate_warns_once(text, tmp_path, capsys, lr):
-    code, _, err = run_main(capsys, 'train', text, '--out', tmp_path/'run', *TINY, '--max-steps', 1,
-                            '--lr', lr)
-    assert code == 0, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('warning: --lr') and f'{float(lr):g}' in lines[0], err
+def test_a_far_off_learning_rate_warns_once(text, tmp_path, cli, lr):
+    r = cli('train', text, '--out', tmp_path/'run', *TINY, '--max-steps', 1, '--lr', lr)
+    assert r.returncode == 0, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('warning: --lr') and f'{float(lr):g}' in lines[0], r

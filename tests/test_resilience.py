@@ -4,7 +4,7 @@ What a user sees goes through the real command (`python -m charrnn ...` in a sub
 messages); faults that have to be injected (a NaN, an out-of-memory error, a full disk, an interrupt in the middle of
 a write) go through the Python API or `charrnn.cli.main` in this process. Checked here:
 
-- exact resume: a run stopped part-way (SIGTERM, SIGINT, or `Learner.stop_request`) and resumed ends with the same
+- exact resume: a run stopped part-way (SIGTERM, SIGINT, or `Learner.stop`) and resumed ends with the same
   weights, optimizer state, hidden state and RNG states as a run that never stopped, bit for bit, and the same loss at
   every step; also when the stop falls on an epoch boundary;
 - SIGTERM and SIGINT: the step finishes, `latest.safetensors` is written at the step the message names, exit status
@@ -47,7 +47,8 @@ import torch
 
 import charrnn.cli
 from charrnn.model import CharModel
-from charrnn.checkpoint import CheckpointCB, CheckpointError, load, read_checkpoint, unflatten_state
+from charrnn.checkpoint import CheckpointError, load, read_checkpoint, unflatten_state
+from charrnn.checkpointing import CheckpointCB
 from charrnn.training import Learner, TrainConfig, seed_everything
 from charrnn.resilience import DivergenceCB, SignalCB, TrainingDiverged, read_latest, resume
 from charrnn.run import prepare_text
@@ -307,7 +308,7 @@ def api_straight(short_corpus, work) -> Learner:
 def stop_at(trainer:Learner, k:int):
     "Ask `trainer` to stop during step `k` (as the signal handler does)."
     def hook(module, args):
-        if module.training and trainer.step == k - 1: trainer.stop_request = 'SIGINT'
+        if module.training and trainer.step == k - 1: trainer.stop('SIGINT')
     trainer.model.register_forward_pre_hook(hook)
 
 

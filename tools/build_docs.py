@@ -4,10 +4,13 @@
 Where Quarto is installed this runs `nbdev_docs` and nothing else.
 
 Where it is not (the project's own machines: no package registry carries Quarto), it runs the
-steps `nbdev_docs` runs before it calls Quarto -- `refresh_quarto_yml`, `_build_modidx`,
-`nbdev_sidebar` and `proc_nbs`, so `show_doc`, `#| hide`, `#| export`, `#| echo: false` and the
-rest apply exactly as they do for Quarto -- and renders nbdev's processed notebooks (`_proc/`)
-with nbconvert's 'basic' HTML template inside a small page shell of its own:
+steps `nbdev_docs` runs before it calls Quarto, through nbdev's public API -- `refresh_quarto_yml` and
+`proc_nbs`, so `show_doc`, `#| hide`, `#| export`, `#| echo: false` and the rest apply exactly as they do
+for Quarto -- and renders nbdev's processed notebooks (`_proc/`) with nbconvert's 'basic' HTML template
+inside a small page shell of its own. (`nbdev_docs` also rebuilds `_modidx.py` and the sidebar: here
+`nbdev_export` keeps `_modidx.py` current, which tests/test_export.py checks, and the sidebar is ours,
+`custom_sidebar = True`, which nbdev leaves alone.) nbdev functions this relies on beyond its public API are
+pinned by tests/test_docs_site.py's `test_the_nbdev_the_docs_rely_on`, which names any that changed.
 
 - the pages and the sidebar's sections from `nbs/sidebar.yml`, the file Quarto reads too
   (settings.ini has `custom_sidebar = True`, so nbdev leaves it alone). Its entries are patterns, not lists:
@@ -44,30 +47,31 @@ from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 
-# nbformat imports jsonschema, which imports the optional `rfc3987_syntax` if it is installed; that
-# compiles ~40 grammars (3 s here) for URI format checks nbformat never asks for. Skip it.
-sys.modules.setdefault('rfc3987_syntax', None)
-
 # ------------------------------------------------------------------ nbdev's processing
 
 def setup_env():
     "Run from the repo root (nbdev finds settings.ini from the cwd), with a non-interactive matplotlib."
     os.chdir(REPO)
     os.environ.setdefault('MPLBACKEND', 'Agg')
-    os.environ.pop('IN_TEST', None)  # nbdev skips _build_modidx under IN_TEST
+    os.environ.pop('IN_TEST', None)  # nbdev's docs steps behave differently under its tests
+
+
+def page_of(nb:Path, nbs:Path) -> str:
+    "The page nbdev makes of notebook `nb` in `nbs` (`00_encoding.ipynb` -> `encoding.html`)."
+    from nbdev.process import NBProcessor
+    from nbdev.frontmatter import FrontmatterProc
+    fm = NBProcessor(nb, procs=FrontmatterProc, process=True).nb.frontmatter_
+    return (Path(nb).parent.relative_to(nbs)/fm['output-file']).as_posix()
 
 
 def nbdev_processing(workers:int, cached:bool) -> tuple[Path, Path]:
-    "What nbdev's `_pre_docs` does, minus installing Quarto: returns (nbs_path, processed_path)."
+    "What nbdev's docs build does before Quarto, minus installing it: returns (nbs_path, processed_path)."
     from nbdev.config import get_config
-    from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
+    from nbdev.quarto import refresh_quarto_yml
     from nbdev.serve import proc_nbs
-    import nbdev.doclinks
     cfg = get_config()
     nbs = Path(cfg.nbs_path)
     refresh_quarto_yml()
-    nbdev.doclinks._build_modidx()
-    nbdev_sidebar.__wrapped__(path=nbs)
     # nbdev warns about every cell that mixes imports with other code (it runs such cells to make
     # show_doc work), also where that works; keep that out of the log: a cell that fails stops the build.
     quiet = 'ignore:Found cells containing imports:UserWarning'
@@ -86,7 +90,9 @@ def proc_error(e:Exception) -> str:
         if c is None: continue
         errs = re.findall(r'^(\w+(?:Error|Exception|Exit)\b.*)$', str(c), re.MULTILINE) if 'Traceback' in str(c) else [f'{type(c).__name__}: {c}']
         errs = [o for o in errs if not o.startswith('Exception: Error in notebook')]
-        if errs: why = errs[0]; break
+        if errs:
+            why = errs[0]
+            break
     return (f"nbdev could not process the notebooks for the docs (nbdev_docs fails the same way with Quarto):\n{e}\n"
             + (f"-> {why}\n" if why else '') +
             "\nTo build docs nbdev runs only some cells of each notebook, in one shell per notebook: exported cells, "
@@ -173,7 +179,8 @@ def cell_options(src:str) -> tuple[dict, str]:
 
 def _attrs_html(spec:str) -> str:
     "pandoc attributes `{#id .class key=value}` as HTML attributes."
-    ids, classes, kvs = [], [], []
+    ids, classes = [], []
+    kvs = []
     for tok in re.findall(r'''[\w-]+=(?:"[^"]*"|'[^']*'|[^\s}]+)|[#.][\w:.-]+''', spec):
         if tok[0] == '#': ids.append(tok[1:])
         elif tok[0] == '.': classes.append(tok[1:])
@@ -190,7 +197,8 @@ _re_link_attrs = re.compile(r'(?<!!)\[([^\]\n]*)\]\(([^)\s]+)\)\{([^}\n]*)\}')
 _re_div_open = re.compile(r'^\s*:::+\s*\{?([^}]*)\}?\s*$')
 _re_div_close = re.compile(r'^\s*:::+\s*$')
 _re_head_attrs = re.compile(r'^(#{1,6}\s.*?)\s*\{([^}]*)\}\s*$')
-_CALLOUT_TITLES = {'note': 'Note', 'tip': 'Tip', 'warning': 'Warning', 'caution': 'Caution', 'important': 'Important'}
+_CALLOUT_TITLES = {'note': 'Note', 'tip': 'Tip', 'warning': 'Warning', 'caution': 'Caution',
+                   'important': 'Important'}
 
 
 def pandoc_md(md:str) -> str:
@@ -199,28 +207,33 @@ def pandoc_md(md:str) -> str:
     for line in md.splitlines():
         if line.lstrip().startswith(('```', '~~~')):
             in_fence = not in_fence
-            out.append(line); continue
-        if in_fence: out.append(line); continue
-        if _re_div_close.match(line): out += ['', '</div>', '']; continue
-        m = _re_div_open.match(line)
-        if m:
-            spec = m[1].strip()
-            if not spec.startswith(('#', '.')) and '=' not in spec: spec = '.' + spec if spec else ''
-            classes = re.findall(r'\.([\w-]+)', spec)
-            callout = next((c.split('-', 1)[1] for c in classes if c.startswith('callout-')), None)
-            attrs = _attrs_html(spec)
-            if callout: attrs = attrs.replace('class="', 'class="callout ', 1) if 'class="' in attrs else 'class="callout"'
-            out += ['', f'<div {attrs}>' if attrs else '<div>', '']
-            if callout in _CALLOUT_TITLES:
-                out += [f'<p class="callout-title">{_CALLOUT_TITLES[callout]}</p>', '']
-            continue
-        m = _re_head_attrs.match(line)
-        if m:
-            ids = re.findall(r'#([\w:.-]+)', m[2])
-            line = m[1] + (f' <span class="pandoc-id" id="{html.escape(ids[0])}"></span>' if ids else '')
-        line = _re_link_attrs.sub(lambda m: f'<a href="{html.escape(m[2])}" {_attrs_html(m[3])}>{m[1]}</a>', line)
-        out.append(line)
+            out.append(line)
+        elif in_fence: out.append(line)
+        elif _re_div_close.match(line): out += ['', '</div>', '']
+        else: out += _pandoc_lines(line)
     return '\n'.join(out)
+
+
+def _pandoc_lines(line:str) -> list[str]:
+    "A markdown line outside code fences, its pandoc-only parts (divs, heading ids, link attributes) as HTML."
+    m = _re_div_open.match(line)
+    if m:
+        spec = m[1].strip()
+        if not spec.startswith(('#', '.')) and '=' not in spec: spec = '.' + spec if spec else ''
+        classes = re.findall(r'\.([\w-]+)', spec)
+        callout = next((c.split('-', 1)[1] for c in classes if c.startswith('callout-')), None)
+        attrs = _attrs_html(spec)
+        if callout and 'class="' in attrs: attrs = attrs.replace('class="', 'class="callout ', 1)
+        elif callout: attrs = 'class="callout"'
+        out = ['', f'<div {attrs}>' if attrs else '<div>', '']
+        if callout in _CALLOUT_TITLES: out += [f'<p class="callout-title">{_CALLOUT_TITLES[callout]}</p>', '']
+        return out
+    m = _re_head_attrs.match(line)
+    if m:
+        ids = re.findall(r'#([\w:.-]+)', m[2])
+        line = m[1] + (f' <span class="pandoc-id" id="{html.escape(ids[0])}"></span>' if ids else '')
+    def link(m): return f'<a href="{html.escape(m[2])}" {_attrs_html(m[3])}>{m[1]}</a>'
+    return [_re_link_attrs.sub(link, line)]
 
 
 def pandoc_id(text:str) -> str:
@@ -371,10 +384,14 @@ def fix_html(doc:str, *, link_map:dict, site_prefix:str, page_dir:str) -> tuple[
     used, toc = set(), []
     for h in main.find_all(re.compile(r'^h[1-6]$')):
         span = h.find('span', class_='pandoc-id')
-        if span: hid = span['id']; span.decompose()
+        if span:
+            hid = span['id']
+            span.decompose()
         else: hid = pandoc_id(h.get_text(' ', strip=True))
         base, n = hid, 0
-        while hid in used: n += 1; hid = f'{base}-{n}'
+        while hid in used:
+            n += 1
+            hid = f'{base}-{n}'
         used.add(hid)
         h['id'] = hid
         h['class'] = (h.get('class') or []) + ['anchored']
@@ -409,10 +426,8 @@ def rewrite_link(href:str, link_map:dict, site_prefix:str, page_dir:str) -> str:
     if parts.scheme or parts.netloc or not parts.path: return href
     path = parts.path
     target = os.path.normpath(os.path.join(page_dir, path)) if page_dir else os.path.normpath(path)
-    if target in link_map or path.endswith(('.ipynb', '.qmd')):
-        from nbdev.doclinks import _nbpath2html
-        out = link_map.get(target) or _nbpath2html(Path(target)).as_posix()
-        path = os.path.relpath(out, page_dir or '.')
+    if target in link_map:  # a page built here (a link to any other notebook is left broken, for the tests)
+        path = os.path.relpath(link_map[target], page_dir or '.')
         return path + (f'?{parts.query}' if parts.query else '') + (f'#{parts.fragment}' if parts.fragment else '')
     return href
 
@@ -499,11 +514,12 @@ def site_settings(nbs:Path) -> dict:
 def load_page(src_rel:str, nbs:Path, proc:Path, section:str|None=None) -> dict | None:
     "A sidebar entry as a page: its processed notebook, front matter and output name."
     import nbformat, yaml
-    from nbdev.doclinks import _nbpath2html
     p = proc/src_rel
     if not p.exists():
         p = proc/Path(src_rel).with_suffix('')   # nbdev turns `x.qmd.py` scripts into `x.qmd`
-        if not p.exists(): print(f'  skipped {src_rel}: no processed file in {proc.name}/'); return None
+        if not p.exists():
+            print(f'  skipped {src_rel}: no processed file in {proc.name}/')
+            return None
     if p.suffix == '.ipynb':
         nb = nbformat.read(p, as_version=4)
     elif p.suffix in ('.md', '.qmd'):
@@ -515,10 +531,12 @@ def load_page(src_rel:str, nbs:Path, proc:Path, section:str|None=None) -> dict |
                                              nbformat.v4.new_markdown_cell(text)])
         if '{{<' in text or '```{' in text: print(f'  note: {src_rel} uses Quarto-only syntax; rendered as plain markdown')
     else:
-        print(f'  skipped {src_rel}: only notebooks and markdown render without Quarto'); return None
+        print(f'  skipped {src_rel}: only notebooks and markdown render without Quarto')
+        return None
     fm = read_frontmatter(nb)
     out = fm.get('output-file')
-    out = (Path(src_rel).parent/out).as_posix() if out else _nbpath2html(Path(src_rel)).as_posix()
+    # nbdev names a notebook's page in its front matter; Quarto names a markdown page after its file
+    out = (Path(src_rel).parent/out).as_posix() if out else Path(src_rel).with_suffix('.html').as_posix()
     title = fm.get('title') or fm.get('pagetitle') or Path(src_rel).stem
     return dict(src=src_rel, out=out, nb=nb, title=str(title), description=str(fm.get('description') or ''), section=section)
 
@@ -571,15 +589,15 @@ def main(argv=None):
     ap.add_argument('--no-quarto', action='store_true', help='use the nbconvert build even where Quarto is installed')
     args = ap.parse_args(argv)
     setup_env()
+    from nbdev.config import get_config
     if shutil.which('quarto') and not args.no_quarto:
         print('quarto found: running nbdev_docs')
         from nbdev.quarto import nbdev_docs
-        nbdev_docs.__wrapped__()
+        nbdev_docs(path=str(get_config().nbs_path))  # given an argument, @call_parse reads no sys.argv
         return
     t0 = time.time()
     nbs, proc = nbdev_processing(args.workers, args.cached)
     t1 = time.time()
-    from nbdev.config import get_config
     dest = Path(get_config().doc_path)
     pages = render_site(nbs, proc, dest)
     t2 = time.time()

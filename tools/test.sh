@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 start=$(date +%s)
 echo "== nbdev_test (the default run: slow cells skipped; per-notebook seconds below)"
-# One torch thread per notebook process: nbdev_test runs as many workers as there are cores, and two threads per
-# worker on 2 cores oversubscribe them (one-character LSTM steps then crawl: 05_insight took 2 min 15 s instead of
-# 40 s on a busy machine). The kernel test sets the same for its kernels. Override with OMP_NUM_THREADS=N.
+# One torch thread per notebook process, the tests' policy (the library sets none): nbdev_test runs as many
+# workers as there are cores, and two threads per worker on 2 cores oversubscribe them (the default run took
+# 765 s instead of 106 s on a busy machine). tests/conftest.py gives the same default to pytest and every
+# process it starts, and the kernel test to its kernels. Override with OMP_NUM_THREADS=N.
 nb_threads="${OMP_NUM_THREADS:-1}"
 t0=$(date +%s); OMP_NUM_THREADS=$nb_threads nbdev_test --timing
 echo "nbdev_test: $(( $(date +%s) - t0 )) s on $(nproc) cores, OMP_NUM_THREADS=$nb_threads (issue 11: under 120 s on 2)"
