@@ -14,43 +14,7 @@ from fastcore.basics import patch
 from .core import CharrnnError
 
 # %% auto #0
-__all__ = ['TextFileError', 'VocabError', 'read_text', 'describe_chars', 'Vocab', 'one_hot_encoder']
-
-# %% ../nbs/00_encoding.ipynb #401e5a63
-class TextFileError(CharrnnError, ValueError):
-    "A text file that is missing, empty, binary or not UTF-8."
-
-class VocabError(CharrnnError, ValueError):
-    "Text with characters that a vocabulary does not contain."
-
-# %% ../nbs/00_encoding.ipynb #b3893f60
-def _describe_bad_bytes(p:Path, # the file, for the message
-                        data:bytes, # bytes read from it
-                        offset:int=0, # where `data` starts in the file (offsets are reported from the file's start)
-                       ) -> str|None:
-    "Why `data` read from `p` (at `offset`) is not UTF-8 text, or `None` if it is."
-    if offset == 0 and data[:2] in (b'\xff\xfe', b'\xfe\xff'):
-        return f"{p} is UTF-16 text; save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)"
-    nul = data.find(b'\x00')
-    if nul >= 0: return f"{p} looks like a binary file (a NUL byte at offset {offset + nul:,}); charrnn learns from UTF-8 text files"
-    try: data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        return (f"{p} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {offset + e.start:,}); "
-                "convert it first, e.g. `iconv -f latin1 -t utf-8`")
-    return None
-
-# %% ../nbs/00_encoding.ipynb #11c8bea6
-def read_text(path:str|Path, # a UTF-8 text file
-             ) -> str:
-    "Read a whole UTF-8 text file, raising `TextFileError` with the reason if it cannot be learned from."
-    p = Path(path).expanduser()
-    if p.is_dir(): raise TextFileError(f"{p} is a directory; pass the path of a text file")
-    if not p.exists(): raise TextFileError(f"{p}: no such file; check the path")
-    data = p.read_bytes()
-    if bad := _describe_bad_bytes(p, data): raise TextFileError(bad)
-    text = data.decode('utf-8').removeprefix('\ufeff').replace('\r\n', '\n')
-    if not text: raise TextFileError(f"{p} is empty; charrnn needs text to learn from")
-    return text
+__all__ = ['describe_chars', 'Vocab', 'one_hot_encoder', 'TextFileError', 'VocabError', 'describe_bad_bytes', 'read_text']
 
 # %% ../nbs/00_encoding.ipynb #41f62a63
 def describe_chars(chars:Iterable[str], # characters to list
@@ -94,12 +58,13 @@ def unknown(self:Vocab, text:str) -> list[str]:
 @patch
 def encode(self:Vocab, text:str, # text made of the vocabulary's characters
           ) -> torch.Tensor:
-    "The ids of `text`'s characters, as a 1-d tensor of `self.dtype`; `VocabError` names any unknown character."
+    "The ids of `text`'s characters, a 1-d tensor of `self.dtype`; `VocabError` names any unknown character."
     codes = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
     ids = np.searchsorted(self._codes, codes).clip(max=len(self) - 1)
     if not np.array_equal(self._codes[ids], codes):
         bad = self.unknown(text)
-        raise VocabError(f"{len(bad)} character{'s' if len(bad) > 1 else ''} not in the vocabulary: {describe_chars(bad)}")
+        s = 's' if len(bad) > 1 else ''
+        raise VocabError(f"{len(bad)} character{s} not in the vocabulary: {describe_chars(bad)}")
     return torch.from_numpy(ids.astype(np.int64)).to(self.dtype)
 
 # %% ../nbs/00_encoding.ipynb #3f44948f
@@ -116,3 +81,41 @@ def one_hot_encoder(encoded_text, # ids of any shape: tensor, numpy array or lis
                    ) -> torch.Tensor:
     "Float one-hot vectors for `encoded_text`, shape `(*encoded_text.shape, num_uni_chars)`."
     return F.one_hot(torch.as_tensor(encoded_text).long(), num_uni_chars).float()
+
+# %% ../nbs/00_encoding.ipynb #401e5a63
+class TextFileError(CharrnnError, ValueError):
+    "A text file that is missing, empty, binary or not UTF-8."
+
+class VocabError(CharrnnError, ValueError):
+    "Text with characters that a vocabulary does not contain."
+
+# %% ../nbs/00_encoding.ipynb #b3893f60
+def describe_bad_bytes(p:Path, # the file, for the message
+                        data:bytes, # bytes read from it
+                        offset:int=0, # where `data` starts in the file (offsets count from the file's start)
+                       ) -> str|None:
+    "Why `data` read from `p` (at `offset`) is not UTF-8 text, or `None` if it is."
+    if offset == 0 and data[:2] in (b'\xff\xfe', b'\xfe\xff'):
+        return f"{p} is UTF-16 text; save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)"
+    nul = data.find(b'\x00')
+    if nul >= 0:
+        return (f"{p} looks like a binary file (a NUL byte at offset {offset + nul:,}); "
+                "charrnn learns from UTF-8 text files")
+    try: data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        return (f"{p} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {offset + e.start:,}); "
+                "convert it first, e.g. `iconv -f latin1 -t utf-8`")
+    return None
+
+# %% ../nbs/00_encoding.ipynb #11c8bea6
+def read_text(path:str|Path, # a UTF-8 text file
+             ) -> str:
+    "Read a whole UTF-8 text file, raising `TextFileError` with the reason if it cannot be learned from."
+    p = Path(path).expanduser()
+    if p.is_dir(): raise TextFileError(f"{p} is a directory; pass the path of a text file")
+    if not p.exists(): raise TextFileError(f"{p}: no such file; check the path")
+    data = p.read_bytes()
+    if bad := describe_bad_bytes(p, data): raise TextFileError(bad)
+    text = data.decode('utf-8').removeprefix('\ufeff').replace('\r\n', '\n')
+    if not text: raise TextFileError(f"{p} is empty; charrnn needs text to learn from")
+    return text

@@ -60,14 +60,12 @@ def _check_kind(self:ModelConfig):
     if self.cell != 'transformer':
         given = [flag(n) for n in ('heads', 'context') if getattr(self, n) is not None]
         check_arg(not given, f"{' and '.join(given)} set{'s' * (len(given) == 1)} up a transformer; "
-                  f"an {self.cell.upper()} has no "
-                  "attention: leave it out, or add --cell transformer")
+                  f"an {self.cell.upper()} has no attention: leave it out, or add --cell transformer")
         return self
     check_arg(self.heads is None or self.hidden % self.heads == 0,
               f"--heads {self.heads} must divide --hidden {self.hidden} (each head takes an equal share)")
-    check_arg(self.emb_dim in (None, self.hidden),
-              f"--emb-dim {self.emb_dim}: a transformer's embedding is as wide as the "
-              f"model (--hidden {self.hidden}); leave --emb-dim out")
+    check_arg(self.emb_dim in (None, self.hidden), f"--emb-dim {self.emb_dim}: a transformer's embedding is "
+              f"as wide as the model (--hidden {self.hidden}); leave --emb-dim out")
     return self
 
 # %% ../nbs/02_model.ipynb #7a1c0e22
@@ -88,7 +86,8 @@ def with_fields(cfg, # a dataclass instance, e.g. a `ModelConfig`
     "A copy of `cfg` with `kw` changed; `ConfigError` for a name that is not one of its fields."
     names = [f.name for f in fields(cfg)]
     bad = [k for k in kw if k not in names]
-    check_arg(not bad, f"unknown setting {', '.join(map(repr, bad))} for {type(cfg).__name__}; its settings are {', '.join(names)}")
+    check_arg(not bad, f"unknown setting {', '.join(map(repr, bad))} for {type(cfg).__name__}; "
+                       f"its settings are {', '.join(names)}")
     return replace(cfg, **kw)
 
 # %% ../nbs/02_model.ipynb #d4fd104b
@@ -137,7 +136,8 @@ def init_hidden(self:CharModel, batch_size:int, # streams in the batch
                ):
     "A zero hidden state for `batch_size` streams, on the parameters' device (a Transformer's: None)."
     if self.cfg.cell == 'transformer': return None
-    z = lambda: torch.zeros(self.cfg.layers, batch_size, self.cfg.hidden, device=self.device, dtype=self.fc.weight.dtype)
+    shape = (self.cfg.layers, batch_size, self.cfg.hidden)
+    z = lambda: torch.zeros(shape, device=self.device, dtype=self.fc.weight.dtype)
     return (z(), z()) if self.cfg.cell == 'lstm' else z()
 
 # %% ../nbs/02_model.ipynb #d30ae11a

@@ -17,7 +17,8 @@ def remap(ids:torch.Tensor, # ids in `old`
           new:Vocab, # a vocabulary that holds every character of `old`
          ) -> torch.Tensor:
     "The same text's ids in `new`."
-    table = torch.tensor([new.stoi[c] for c in old.itos], dtype=new.dtype, device=ids.device)  # old id -> new id
+    # old id -> new id
+    table = torch.tensor([new.stoi[c] for c in old.itos], dtype=new.dtype, device=ids.device)
     return table[ids.long()]
 
 # %% ../nbs/06_transfer.ipynb #44fa675a
@@ -25,13 +26,17 @@ def grow_vocab(model:CharModel, # a trained model
                vocab:Vocab, # the characters it must know, e.g. a new text's; it keeps its own as well
                new_bias:float=-10., # the read-out bias of each new character: its logit before training
               ) -> CharModel:
-    "A copy of `model` for its characters and `vocab`'s: known ones keep their rows, new ones change no prediction."
+    "A copy of `model` for its characters and `vocab`'s: known ones keep their rows, new ones change nothing."
     big = Vocab(model.vocab.itos + vocab.itos)
     new = CharModel(big, model.cfg).to(model.device)
     new.rnn.load_state_dict(model.rnn.state_dict())  # the LSTM sees vectors, not ids: kept as it is
-    rows = torch.tensor([big.stoi[c] for c in model.vocab.itos], device=model.device)  # each known character's new id
+    # each known character's new id
+    rows = torch.tensor([big.stoi[c] for c in model.vocab.itos], device=model.device)
     with torch.no_grad():
-        new.emb.weight[:] = model.emb.weight.mean(0); new.emb.weight[rows] = model.emb.weight
-        new.fc.weight.zero_(); new.fc.bias.fill_(new_bias)
-        new.fc.weight[rows] = model.fc.weight; new.fc.bias[rows] = model.fc.bias
+        new.emb.weight[:] = model.emb.weight.mean(0)
+        new.emb.weight[rows] = model.emb.weight
+        new.fc.weight.zero_()
+        new.fc.bias.fill_(new_bias)
+        new.fc.weight[rows] = model.fc.weight
+        new.fc.bias[rows] = model.fc.bias
     return new.train(model.training)
