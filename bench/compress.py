@@ -13,7 +13,8 @@ JSON lines and a table.
 import argparse, gzip, time
 from _common import machine, emit, table
 from charrnn.batching import split_data
-from charrnn.compress import CLASSIC, classic_bits, coder_model, compress, decompress
+from charrnn.compress import CLASSIC, classic_bits
+from charrnn.compressed import coder_model, compress, decompress
 from charrnn.data import CORPORA, CORPORA_DIR
 from charrnn.insight import NGramLM
 from charrnn.model import bits_per_char

@@ -1,71 +1,170 @@
-"""The CPU recipe search (issue 23 item 2): which default gets tiny Shakespeare lowest in 180 s on 2 cores.
+"""The CPU recipe search (issue 23 item 2): which settings get tiny Shakespeare lowest in a fixed wall time.
 
-Each candidate is a set of `charrnn train` settings (width, depth, batch, sequence length, learning rate and
-schedule, dropout, weight decay) trained on tiny Shakespeare (90/10 split, as `charrnn train
-tinyshakespeare`), one after another in this process, each for the same budget: `--budget` seconds of
-training (`time_limit`, what the default recipe uses; meaningful only on an otherwise idle machine), or
-`--steps` steps (load-independent, for comparing candidates whose step times were measured on an idle
-machine). A validation every `--eval-every` steps scores `--val-chars` characters; the table reports each
-candidate's best validation loss, the steps done and the seconds taken.
+Each candidate is a set of `charrnn.run.train` settings (width, depth, batch, sequence length, learning rate
+and schedule, dropout, weight decay; only fields `ModelConfig` and `TrainConfig` already have) trained on tiny
+Shakespeare (the package's copy, 90/10 split, as `charrnn train tinyshakespeare`) for `--seconds` of wall time
+(`time_limit`) from seed 0. The first candidate is the default CPU recipe itself (`charrnn.run.recipe`), the
+control; every other one changes a few of its settings.
 
-Only settings the model and trainer already have are searched. Variational (locked) dropout, weight-dropped
-(DropConnect) recurrent weights and a layer-normalised LSTM cell, which issue 23 also lists, need a model
-that has them (nbs/02_model.ipynb); added there as `ModelConfig` fields, they become candidates here by name.
+Candidates run side by side, `--parallel` at a time, each in its own process pinned to its own
+`--cores-per` CPU cores (`os.sched_setaffinity`, with `OMP_NUM_THREADS` and torch's threads set to match and
+`CUDA_VISIBLE_DEVICES=''`), so that on a machine with 16 idle cores eight candidates each get two cores, as
+the recipe's 2-core target does. A line is printed per candidate as it ends (its settings, steps, best
+validation loss in nats) and the whole table at the end; `--out` receives `results.json` (the machine, the
+recipe, every candidate's settings and result, each validation) and `results.csv`.
 
-    python bench/recipe_search.py                        # the search: ~180 s a candidate, on an idle machine
-    python bench/recipe_search.py --budget 10 --only 2   # a smoke run: two candidates, 10 s each
-    python bench/recipe_search.py --steps 1100 --only 1  # one candidate for a fixed number of steps
+    python bench/recipe_search.py --out runs/search     # 16 candidates, 180 s each, cores/2 at a time
+    python bench/recipe_search.py --out /tmp/smoke --parallel 1 --cores-per 1 --seconds 5 --candidates 2 \\
+        --eval-every 20 --val-chars 5000                              # a smoke run (no figures worth quoting)
+
+Time-limited runs measure the machine as much as the recipe: run the search on an otherwise idle machine, and
+quote its figures with the load average it prints. It needs torch, numpy, safetensors, fastcore and
+fastprogress (what `import charrnn.run` imports), and no GPU.
 """
-import argparse, json, os, time
+import argparse, csv, json, os, subprocess, sys, time
+from pathlib import Path
 
 import torch
 from _common import machine, emit, table
-from charrnn.run import train
+from charrnn.run import recipe
 
-BASE = dict(hidden=384, layers=2, dropout=0.0, batch_size=32, seq_len=100, lr=3e-3, schedule='cosine',
-            warmup=50)
-CANDIDATES = [  # changes from BASE (the current CPU recipe); the first is the recipe itself
+RECIPE = recipe(torch.device('cpu'))   # {'model': {...}, 'train': {...}}: what `charrnn train` uses on a CPU
+CHANGES = [  # each candidate's changes to the recipe; the first, none, is the recipe itself (the control)
     {},
-    dict(hidden=256),
-    dict(hidden=512),
-    dict(layers=1, hidden=512),
-    dict(lr=4e-3),
     dict(lr=2e-3),
-    dict(batch_size=64, lr=4e-3),
-    dict(batch_size=16, lr=2e-3),
-    dict(seq_len=64),
-    dict(seq_len=150),
-    dict(dropout=0.1),
-    dict(weight_decay=0.01),
+    dict(lr=5e-3),
     dict(schedule='constant'),
-    dict(warmup=200),
-    dict(hidden=320, seq_len=64, batch_size=48, lr=4e-3),
+    dict(warmup=200, final_lr_frac=0.0),
+    dict(final_lr_frac=0.3),
+    dict(batch_size=16, lr=2e-3),
+    dict(batch_size=64, lr=4e-3),
+    dict(seq_len=64),
+    dict(seq_len=160),
+    dict(hidden=256),
+    dict(hidden=512, lr=2e-3),
+    dict(hidden=512, layers=1),
+    dict(hidden=320, layers=3),
+    dict(dropout=0.1),
+    dict(weight_decay=0.05, dropout=0.1),
 ]
 
-ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument('--budget', type=float, default=175, help='seconds of training a candidate (the recipe: 175)')
-ap.add_argument('--steps', type=int, default=None, help='a fixed number of steps a candidate, not --budget')
-ap.add_argument('--eval-every', type=int, default=250)
-ap.add_argument('--val-chars', type=int, default=250_000)
-ap.add_argument('--only', type=int, default=None, help='run the first N candidates only')
-ap.add_argument('--device', default='cpu')
-a = ap.parse_args()
-info = machine(); info.update(load_before=os.getloadavg()); emit(dict(figure='machine', **info))
-limit = dict(max_steps=a.steps) if a.steps else dict(time_limit=a.budget)
-rows = []
-for i, change in enumerate(CANDIDATES[:a.only]):
-    settings = {**BASE, **change}
+
+def settings_of(change:dict) -> dict:
+    "The recipe's model and training settings with `change` applied (length, validations: the flags)."
+    base = {**RECIPE['model'], **RECIPE['train']}
+    for k in ('time_limit', 'max_steps', 'epochs', 'eval_every'): base.pop(k, None)   # set by the flags
+    return {**base, **change}
+
+
+def best_of(learn) -> tuple:
+    "(best validation loss, its step, every validation as (step, loss)) of a finished learner."
+    evals = [(e['step'], e['val_loss']) for e in learn.history.evals if e.get('val_loss') is not None]
+    if not evals: return float('nan'), 0, []
+    step, loss = min(evals, key=lambda e: e[1])
+    return loss, step, evals
+
+
+def worker(job:dict):
+    "One candidate, in this process: pin it to its cores, train it, print its result as the last JSON line."
+    os.sched_setaffinity(0, job['cores'])
+    torch.set_num_threads(len(job['cores']))
+    from charrnn.run import train
     t = time.perf_counter()
-    learn = train('tinyshakespeare', out=None, device=a.device, quiet=True, eval_every=a.eval_every,
-                  val_chars=a.val_chars, seed=0, **limit, **settings)
-    row = dict(candidate=i, change=json.dumps(change) if change else 'the recipe', steps=learn.step,
-               seconds=round(time.perf_counter() - t, 1), best_val=round(learn.best_val, 4),
-               best_step=learn.best_step)
-    emit(dict(figure='recipe_search', settings=settings, **row)); rows.append(row)
-budget = f'{a.steps} steps' if a.steps else f'{a.budget:g} s'
-print()
-print(f"Recipe search on tiny Shakespeare, {info['cpu']}, {info['cores']} cores, "
-      f"{torch.get_num_threads()} torch thread(s), {budget} a candidate; "
-      f"load average {info['load_before'][0]:.2f} before, {os.getloadavg()[0]:.2f} after")
-cols = ['candidate', 'change', 'steps', 'seconds', 'best_val', 'best_step']
-print(table(sorted(rows, key=lambda r: r['best_val']), cols))
+    learn = train('tinyshakespeare', out=None, device='cpu', quiet=True, seed=0, time_limit=job['seconds'],
+                  eval_every=job['eval_every'], val_chars=job['val_chars'], precision=job['precision'],
+                  **job['settings'])
+    loss, step, evals = best_of(learn)
+    print(json.dumps(dict(steps=learn.step, best_val=loss, best_step=step, evals=evals,
+                          wall_s=round(time.perf_counter() - t, 1), threads=torch.get_num_threads())))
+
+
+def launch(job:dict) -> subprocess.Popen:
+    "Start `job` in a child process with its threads and cores set, no GPU visible."
+    n = str(len(job['cores']))
+    env = {**os.environ, 'OMP_NUM_THREADS': n, 'MKL_NUM_THREADS': n, 'CUDA_VISIBLE_DEVICES': ''}
+    return subprocess.Popen([sys.executable, __file__, '--worker', json.dumps(job)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def result_of(job:dict, proc:subprocess.Popen) -> dict:
+    "The finished child's result, merged with its job (an error line if it failed)."
+    out, err = proc.communicate()
+    change = json.dumps(job['change']) if job['change'] else 'the recipe'
+    row = dict(candidate=job['candidate'], change=change,
+               cores=','.join(map(str, job['cores'])), settings=job['settings'])
+    if proc.returncode != 0 or not out.strip():
+        return {**row, 'error': (err.strip().splitlines() or ['no output'])[-1]}
+    return {**row, **json.loads(out.strip().splitlines()[-1])}
+
+
+def run_all(jobs:list, slots:list) -> list:
+    "Run `jobs`, one per free core set in `slots`, printing a line as each ends; the results in job order."
+    waiting, running = list(jobs), {}
+    done = []
+    while waiting or running:
+        while waiting and len(running) < len(slots):
+            free = next(s for s in slots if s not in [j['cores'] for j, _ in running.values()])
+            job = {**waiting.pop(0), 'cores': free}
+            running[job['candidate']] = (job, launch(job))
+        for k, (job, proc) in list(running.items()):
+            if proc.poll() is None: continue
+            row = result_of(job, running.pop(k)[1])
+            done.append(row)
+            keys = ('candidate', 'change', 'settings', 'steps', 'best_val', 'best_step', 'wall_s', 'error')
+            line = {c: row.get(c) for c in keys}
+            print(json.dumps({k: v for k, v in line.items() if v is not None}), flush=True)
+        time.sleep(0.2)
+    return sorted(done, key=lambda r: r['candidate'])
+
+
+def write(out:Path, info:dict, rows:list):
+    "results.json (everything) and results.csv (a row per candidate) in `out`."
+    out.mkdir(parents=True, exist_ok=True)
+    (out/'results.json').write_text(json.dumps(dict(machine=info, recipe=RECIPE, candidates=rows), indent=1))
+    cols = ['candidate', 'change', 'steps', 'best_val', 'best_step', 'wall_s', 'cores', 'error']
+    with open(out/'results.csv', 'w', newline='') as f:
+        w = csv.DictWriter(f, cols, extrasaction='ignore')
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(a):
+    "The search: the recipe, then the candidates in parallel, then the table and the files."
+    cores = sorted(os.sched_getaffinity(0))
+    slots = [cores[i:i + a.cores_per] for i in range(0, len(cores) - a.cores_per + 1, a.cores_per)]
+    slots = slots[:a.parallel or len(slots)]
+    info = machine()
+    info.update(load_before=os.getloadavg(), slots=slots, seconds=a.seconds, precision=a.precision)
+    emit(dict(figure='machine', **info))
+    emit(dict(figure='recipe', **RECIPE))
+    jobs = [dict(candidate=i, change=c, settings=settings_of(c), seconds=a.seconds, eval_every=a.eval_every,
+                 val_chars=a.val_chars, precision=a.precision) for i, c in enumerate(CHANGES[:a.candidates])]
+    if a.only: jobs = [j for j in jobs if j['candidate'] in {int(i) for i in a.only.split(',')}]
+    rows = run_all(jobs, slots)
+    info['load_after'] = os.getloadavg()
+    write(Path(a.out), info, rows)
+    print()
+    print(f"Recipe search on tiny Shakespeare, {info['cpu']}, {info['cores']} cores, "
+          f"{len(slots)} candidates at a time on {a.cores_per} cores each, {a.seconds:g} s each, "
+          f"precision {a.precision}; load average "
+          f"{info['load_before'][0]:.2f} before, {info['load_after'][0]:.2f} after; the recipe: {RECIPE}")
+    cols = ['candidate', 'change', 'steps', 'best_val', 'best_step', 'wall_s']
+    print(table(sorted(rows, key=lambda r: r.get('best_val', float('inf'))), cols))
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--out', help='folder for results.json and results.csv')
+    ap.add_argument('--seconds', type=float, default=180, help='wall time a candidate trains (time_limit)')
+    ap.add_argument('--parallel', type=int, default=0, help='candidates at once (0: cores // cores-per)')
+    ap.add_argument('--cores-per', type=int, default=2, help='CPU cores (and torch threads) per candidate')
+    ap.add_argument('--candidates', type=int, default=len(CHANGES), help='run the first N candidates only')
+    ap.add_argument('--only', help='run these candidates only, by number: e.g. 0,2,4')
+    ap.add_argument('--eval-every', type=int, default=RECIPE['train'].get('eval_every', 250))
+    ap.add_argument('--val-chars', type=int, default=250_000, help='characters each validation scores')
+    ap.add_argument('--precision', default='auto', help="'auto' (bf16 if the CPU has it), 'fp32'")
+    ap.add_argument('--worker', help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker: worker(json.loads(args.worker))
+    elif not args.out: ap.error('--out is required: the folder for results.json and results.csv')
+    else: main(args)

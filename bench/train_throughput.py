@@ -10,7 +10,8 @@ import argparse, statistics, time
 import torch
 from _common import machine, emit, table, run_baseline, sync
 from charrnn.run import prepare_text
-from charrnn.training import Learner, TrainConfig, seed_everything, bf16_supported
+from charrnn.training import Learner, TrainConfig, seed_everything
+from charrnn.precision import bf16_supported
 from charrnn.model import CharModel
 from charrnn.core import get_device
 

@@ -19,6 +19,7 @@ from charrnn.encoding import Vocab, read_text
 from charrnn.batching import split_data, eval_batcher
 from charrnn.model import CharModel, num_params, bits_per_char
 from charrnn.training import Learner, TrainConfig
+from charrnn.resilience import TimeLimitCB
 from charrnn.generation import Sampler, generate_ids
 from charrnn.transformer import state_bytes, step_times
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ rows, speed_rows = [], []
 for name, kw in SHAPES.items():
     cfg = TrainConfig(seq_len=128, batch_size=32, lr=3e-3, warmup=50, eval_every=50, val_chars=50_000,
                       time_limit=a.budget, precision='fp32')
-    learn = Learner(fresh(kw), train_ids, val_ids, cfg, quiet=True)
+    learn = Learner(fresh(kw), train_ids, val_ids, cfg, cbs=[TimeLimitCB()], quiet=True)
     learn.fit()
     r = dict(figure='race', model=name, params=num_params(learn.model), seconds=round(learn.elapsed, 1),
              steps=learn.step, ms_per_step=round(1000 * learn.elapsed / learn.step),

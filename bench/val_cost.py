@@ -14,7 +14,8 @@ import torch
 from charrnn.batching import eval_batcher
 from charrnn.model import CharModel
 from charrnn.run import RECIPES, prepare_text
-from charrnn.training import Learner, TrainConfig, bf16_supported, evaluate
+from charrnn.training import Learner, TrainConfig, evaluate
+from charrnn.precision import bf16_supported
 
 vocab, train_ids, val_ids, _ = prepare_text('tinyshakespeare')
 r = RECIPES['cpu']
