@@ -92,8 +92,9 @@ def _exit_if_signalled(learn, # the `Learner` that `train` returned
         if learn.dist.enabled: how += " (under torchrun, as this run was)"
         print(f"stopped by {sig} at step {learn.step}; the latest checkpoint is in {out}. Resume with: {how}",
               file=sys.stderr)
-    # no process leaves before the first has said so: torchrun stops the others as soon as one exits in error
-    if sig: learn.dist.barrier()
+    # no process leaves before the others are done: torchrun stops the others as soon as one exits in error,
+    # and a process that tears down its connections while another still uses them can abort (SIGABRT)
+    learn.dist.barrier()
     if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     if sig: raise SystemExit(128 + getattr(signal, sig))
 
