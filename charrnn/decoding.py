@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_arg
-from .model import CharModel
+from .model import CharModel, layer_weights
 from .cudagraph import _graph_or_none, _replay
 
 # %% ../nbs/15_decoding.ipynb #06fb1a6c
@@ -32,9 +32,7 @@ class Decoder:
                 ):
         self.lstm = model.cfg.cell == 'lstm'
         self.emb = model.emb.weight.detach()
-        names = ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')
-        self.layers = [tuple(getattr(model.rnn, f'{n}_l{l}').detach() for n in names)
-                       for l in range(model.cfg.layers)]
+        self.layers = [tuple(layer_weights(model, l).values()) for l in range(model.cfg.layers)]
         self.fc_w, self.fc_b = model.fc.weight.detach(), model.fc.bias.detach()
         self.cell = torch.lstm_cell if self.lstm else torch.gru_cell
 
@@ -77,7 +75,7 @@ class Int8Decoder(Decoder):
     def __init__(self, model:CharModel, # an LSTM model, in eval mode, on the CPU
                 ):
         super().__init__(model)
-        w = lambda name, l: getattr(model.rnn, f'{name}_l{l}').detach()
+        w = lambda name, l: layer_weights(model, l)[name]
         bias = lambda l: w('bias_ih', l) + w('bias_hh', l)
         self.table = F.linear(self.emb, w('weight_ih', 0), bias(0))   # layer 0's input gates by character
         both = lambda l: torch.cat([w('weight_ih', l), w('weight_hh', l)], 1)   # [W_ih W_hh]: one product

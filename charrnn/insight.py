@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import check_arg
-from .model import CharModel
+from .model import CharModel, layer_weights
 from .scoring import char_losses
 from .ngram import NGramLM, match_lengths  # the fast n-gram model and matches (18_ngram), used below
 
@@ -23,7 +23,7 @@ def _one_layer(model:CharModel, # an LSTM model
                l:int, # which layer
               ) -> nn.LSTM:
     "A one-layer `nn.LSTM` holding the weights of `model`'s layer `l`."
-    w = {n: getattr(model.rnn, f'{n}_l{l}') for n in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')}
+    w = layer_weights(model, l)
     one = nn.LSTM(w['weight_ih'].shape[1], model.cfg.hidden, batch_first=True).to(model.device)
     for n, p in w.items():
         getattr(one, f'{n}_l0').data.copy_(p)
