@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SHAKESPEARE_BYTES, Result, assert_user_error
+from conftest import TINY_SHAKESPEARE_BYTES, assert_user_error
 from charrnn.checkpoint import bundled_model_path
-from charrnn.cli import main
 from charrnn.compress import compress_ids, decompress_ids
-from charrnn.compressed import (CompressedFileError, MAGIC, VERSION, _PREFIX, coder_model, compress, decompress,
-                                read_header)
+from charrnn.compressed import (CompressedFileError, MAGIC, VERSION, _PREFIX, coder_model, compress,
+                                decompress, read_header)
 from charrnn.data import file_sha256
 from charrnn.encoding import VocabError
 from charrnn.run import train
@@ -63,19 +62,11 @@ def shakespeare(n:int) -> str:
     return text[len(text) - round(len(text) * 0.1):][:n]
 
 
-def cli(capsys, *args) -> Result:
-    "Run `charrnn ARGS` in-process: a `Result` with the exit status (0 when it returns) and what it printed."
-    try: main([str(a) for a in args]); code = 0
-    except SystemExit as e: code = e.code
-    out, err = capsys.readouterr()
-    return Result(['charrnn', *args], code, out, err)
-
-
 # ------------------------------------------------------------------ round trips
 
 @pytest.mark.parametrize('n', [0, 1, 10_000])
 def test_round_trip_library_unicode(tiny, n):
-    _, model, sha = tiny
+    model, sha = tiny[1:]
     text = unicode_text(n, seed=n)
     data = compress(model, text, sha)
     assert decompress(model, data, sha) == text
@@ -95,40 +86,40 @@ def test_round_trip_library_bundled(bundled, n):
 
 
 @pytest.mark.parametrize('n', [0, 1, 10_000])
-def test_round_trip_cli(tiny, capsys, tmp_path, n):
+def test_round_trip_cli(tiny, cli, tmp_path, n):
     ckpt, *_ = tiny
     raw = unicode_text(n, seed=n + 1).encode('utf-8')
     (tmp_path/'in.txt').write_bytes(raw)
-    r = cli(capsys, 'compress', ckpt, tmp_path/'in.txt', tmp_path/'in.crz')
+    r = cli('compress', ckpt, tmp_path/'in.txt', tmp_path/'in.crz')
     assert r.returncode == 0 and r.stderr == '' and 'bits/char' in r.stdout, r
-    r = cli(capsys, 'decompress', ckpt.parent, tmp_path/'in.crz', tmp_path/'back.txt')  # the run folder
+    r = cli('decompress', ckpt.parent, tmp_path/'in.crz', tmp_path/'back.txt')  # the run folder
     assert r.returncode == 0 and r.stderr == '', r
     assert (tmp_path/'back.txt').read_bytes() == raw
     assert sorted(p.name for p in tmp_path.iterdir()) == ['back.txt', 'in.crz', 'in.txt']  # no .tmp left
 
 
-def test_round_trip_cli_bundled_streams(capsys, tmp_path):
+def test_round_trip_cli_bundled_streams(cli, tmp_path):
     raw = shakespeare(3_000).encode()
     (tmp_path/'in.txt').write_bytes(raw)
-    r = cli(capsys, 'compress', 'bundled', tmp_path/'in.txt', tmp_path/'in.crz', '--streams', 5)
+    r = cli('compress', 'bundled', tmp_path/'in.txt', tmp_path/'in.crz', '--streams', 5)
     assert r.returncode == 0, r
     assert read_header((tmp_path/'in.crz').read_bytes())['streams'] == 5
-    assert cli(capsys, 'decompress', 'bundled', tmp_path/'in.crz', tmp_path/'back.txt').returncode == 0
+    assert cli('decompress', 'bundled', tmp_path/'in.crz', tmp_path/'back.txt').returncode == 0
     assert (tmp_path/'back.txt').read_bytes() == raw
 
 
-def test_empty_file_round_trips_as_a_header(tiny, capsys, tmp_path):
+def test_empty_file_round_trips_as_a_header(tiny, cli, tmp_path):
     ckpt, *_ = tiny
     (tmp_path/'empty.txt').write_bytes(b'')
-    assert cli(capsys, 'compress', ckpt, tmp_path/'empty.txt', tmp_path/'e.crz').returncode == 0
+    assert cli('compress', ckpt, tmp_path/'empty.txt', tmp_path/'e.crz').returncode == 0
     data = (tmp_path/'e.crz').read_bytes()
     assert data.startswith(MAGIC) and read_header(data)['chars'] == 0 and read_header(data)['code'] == b''
-    assert cli(capsys, 'decompress', ckpt, tmp_path/'e.crz', tmp_path/'back.txt').returncode == 0
+    assert cli('decompress', ckpt, tmp_path/'e.crz', tmp_path/'back.txt').returncode == 0
     assert (tmp_path/'back.txt').read_bytes() == b''
 
 
 def test_deterministic_and_leaves_the_model_and_threads_alone(tiny):
-    _, model, sha = tiny
+    model, sha = tiny[1:]
     text, threads = unicode_text(2_000, seed=3), torch.get_num_threads()
     a = compress(model, text, sha)
     model.train()  # dropout on: the coder must still use the model in eval mode, on a copy
@@ -147,13 +138,13 @@ def test_deterministic_and_leaves_the_model_and_threads_alone(tiny):
 @pytest.fixture(scope='module')
 def small_file(tiny):
     "A compressed file of 40 characters, and the text."
-    _, model, sha = tiny
+    model, sha = tiny[1:]
     text = unicode_text(40, seed=9)
     return compress(model, text, sha), text
 
 
 def test_every_byte_and_bit_flipped_is_caught(tiny, small_file):
-    _, model, sha = tiny
+    model, sha = tiny[1:]
     data, text = small_file
     assert decompress(model, data, sha) == text
     for i in range(len(data)):
@@ -163,18 +154,19 @@ def test_every_byte_and_bit_flipped_is_caught(tiny, small_file):
                 decompress(model, bad, sha)
 
 
-def test_every_byte_flipped_is_caught_by_the_command(tiny, small_file, capsys, tmp_path):
+def test_every_byte_flipped_is_caught_by_the_command(tiny, small_file, cli, tmp_path):
     ckpt, *_ = tiny
     data, _ = small_file
     for i in range(len(data)):
         (tmp_path/'bad.crz').write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
-        r = cli(capsys, 'decompress', ckpt, tmp_path/'bad.crz', tmp_path/'out.txt')
+        r = cli('decompress', ckpt, tmp_path/'bad.crz', tmp_path/'out.txt')
         assert_user_error(r, 'decompress', 'bad.crz')
         assert not (tmp_path/'out.txt').exists()
 
 
-def test_truncated_or_appended_is_caught(tiny, small_file, capsys, tmp_path):
-    ckpt, model, sha = tiny
+def test_truncated_or_appended_is_caught(tiny, small_file, cli, tmp_path):
+    ckpt = tiny[0]
+    model, sha = tiny[1:]
     data, _ = small_file
     for n in range(len(data)):
         with pytest.raises(CompressedFileError):
@@ -182,13 +174,13 @@ def test_truncated_or_appended_is_caught(tiny, small_file, capsys, tmp_path):
     with pytest.raises(CompressedFileError, match='bytes more than its header says'):
         decompress(model, data + b'\0', sha)
     (tmp_path/'cut.crz').write_bytes(data[:-5])
-    r = cli(capsys, 'decompress', ckpt, tmp_path/'cut.crz', tmp_path/'o.txt')
+    r = cli('decompress', ckpt, tmp_path/'cut.crz', tmp_path/'o.txt')
     assert_user_error(r, 'decompress', 'truncated')
     (tmp_path/'empty.crz').write_bytes(b'')
-    r = cli(capsys, 'decompress', ckpt, tmp_path/'empty.crz', tmp_path/'o.txt')
+    r = cli('decompress', ckpt, tmp_path/'empty.crz', tmp_path/'o.txt')
     assert_user_error(r, 'decompress', 'is empty')
     (tmp_path/'notes.txt').write_text('not compressed')
-    assert_user_error(cli(capsys, 'decompress', ckpt, tmp_path/'notes.txt', tmp_path/'o.txt'), 'decompress',
+    assert_user_error(cli('decompress', ckpt, tmp_path/'notes.txt', tmp_path/'o.txt'), 'decompress',
                       'not a file written by charrnn compress')
     assert not (tmp_path/'o.txt').exists()
 
@@ -216,12 +208,12 @@ def test_forged_checksum_is_caught_by_the_text_checksum(bundled):
     assert caught >= len(range(1, n + 1, 7)) - 1, caught
 
 
-def test_wrong_model_is_refused(tiny, bundled, capsys, tmp_path):
+def test_wrong_model_is_refused(tiny, bundled, cli, tmp_path):
     ckpt, *_ = tiny
     model, sha = bundled
     (tmp_path/'x.crz').write_bytes(compress(model, shakespeare(100), sha))
     assert sha == file_sha256(bundled_model_path())
-    r = cli(capsys, 'decompress', ckpt, tmp_path/'x.crz', tmp_path/'x.txt')
+    r = cli('decompress', ckpt, tmp_path/'x.crz', tmp_path/'x.txt')
     line = assert_user_error(r, 'decompress', 'another model', sha[:12], 'checkpoint that compressed it')
     assert not (tmp_path/'x.txt').exists(), line
     with pytest.raises(CompressedFileError, match='another model'):
@@ -230,41 +222,41 @@ def test_wrong_model_is_refused(tiny, bundled, capsys, tmp_path):
 
 # ------------------------------------------------------------------ bad input to compress
 
-def test_characters_outside_the_vocabulary(capsys, tmp_path, bundled):
+def test_characters_outside_the_vocabulary(cli, tmp_path, bundled):
     (tmp_path/'snow.txt').write_text('First Citizen: café ☃\r\n', encoding='utf-8')
-    r = cli(capsys, 'compress', 'bundled', tmp_path/'snow.txt', tmp_path/'snow.crz')
+    r = cli('compress', 'bundled', tmp_path/'snow.txt', tmp_path/'snow.crz')
     assert_user_error(r, 'compress', 'snow.txt', "'é' (U+00E9)", 'U+2603', 'U+000D', 'vocabulary')
     assert not (tmp_path/'snow.crz').exists()
     with pytest.raises(VocabError, match=r'U\+00E9'): compress(bundled[0], 'café', bundled[1])
 
 
-def test_not_utf8_missing_and_bad_streams(capsys, tmp_path):
+def test_not_utf8_missing_and_bad_streams(cli, tmp_path):
     (tmp_path/'latin1.txt').write_bytes('First café'.encode('latin-1'))
     (tmp_path/'ok.txt').write_text('First')
     cases = [(['bundled', 'latin1.txt'], ['not UTF-8', 'offset 9']),
              (['bundled', 'nowhere.txt'], ['nowhere.txt']),
              (['bundled', 'ok.txt', '--streams', 0], ['--streams']),
              ([tmp_path/'no_model', 'ok.txt'], ['no_model'])]
-    for (model, text, *flags), needles in cases:
-        r = cli(capsys, 'compress', model, tmp_path/text, tmp_path/'o.crz', *flags)
+    for args, needles in cases:   # the model, the text, then any flags
+        r = cli('compress', args[0], tmp_path/args[1], tmp_path/'o.crz', *args[2:])
         assert_user_error(r, 'compress', *needles)
     assert not (tmp_path/'o.crz').exists()
 
 
-def test_out_existing_is_refused_without_force(tiny, capsys, tmp_path):
+def test_out_existing_is_refused_without_force(tiny, cli, tmp_path):
     ckpt, *_ = tiny
     (tmp_path/'in.txt').write_text(unicode_text(300), encoding='utf-8')
     (tmp_path/'in.crz').write_bytes(b'precious')
-    r = cli(capsys, 'compress', ckpt, tmp_path/'in.txt', tmp_path/'in.crz')
+    r = cli('compress', ckpt, tmp_path/'in.txt', tmp_path/'in.crz')
     assert_user_error(r, 'compress', 'already exists', '--force')
     assert (tmp_path/'in.crz').read_bytes() == b'precious'
-    assert cli(capsys, 'compress', ckpt, tmp_path/'in.txt', tmp_path/'in.crz', '--force').returncode == 0
+    assert cli('compress', ckpt, tmp_path/'in.txt', tmp_path/'in.crz', '--force').returncode == 0
     (tmp_path/'back.txt').write_bytes(b'precious too')
-    r = cli(capsys, 'decompress', ckpt, tmp_path/'in.crz', tmp_path/'back.txt')
+    r = cli('decompress', ckpt, tmp_path/'in.crz', tmp_path/'back.txt')
     assert_user_error(r, 'decompress', 'already exists')
     assert (tmp_path/'back.txt').read_bytes() == b'precious too'
-    assert cli(capsys, 'decompress', ckpt, tmp_path/'in.crz', tmp_path/'back.txt', '--force').returncode == 0
+    assert cli('decompress', ckpt, tmp_path/'in.crz', tmp_path/'back.txt', '--force').returncode == 0
     assert (tmp_path/'back.txt').read_bytes() == (tmp_path/'in.txt').read_bytes()
-    r = cli(capsys, 'compress', ckpt, tmp_path/'in.txt', tmp_path/'in.txt', '--force')
+    r = cli('compress', ckpt, tmp_path/'in.txt', tmp_path/'in.txt', '--force')
     assert_user_error(r, 'compress', 'input file itself')
-    assert_user_error(cli(capsys, 'compress', ckpt, tmp_path/'in.txt', tmp_path), 'compress', 'is a folder')
+    assert_user_error(cli('compress', ckpt, tmp_path/'in.txt', tmp_path), 'compress', 'is a folder')

@@ -2,13 +2,13 @@
 with bounded memory, a temperature whose scores overflow is greedy, `--weights int8` is opt-in and refused
 where it cannot run, and a model that is not an LSTM or GRU is sampled through the plain forward pass.
 Correctness only: nothing here depends on speed (`bench/sampling.py` measures that)."""
-import json, os, subprocess, sys
+import json, sys
 
 import pytest
 import torch
 
+from conftest import assert_user_error
 from charrnn.checkpoint import bundled_model, save
-from charrnn.cli import main
 from charrnn.decoding import decode_ids
 from charrnn.encoding import Vocab
 from charrnn.generation import Sampler, generate_ids
@@ -22,12 +22,9 @@ def model():
     return bundled_model()
 
 
-def cli(capsys, *args):
-    "Run `charrnn ARGS` in-process: (exit status, stdout, stderr)."
-    try: main([str(a) for a in args]); code = 0
-    except SystemExit as e: code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+def printed(r) -> tuple:
+    "What a command did, without the command: (exit status, stdout, stderr)."
+    return r.returncode, r.stdout, r.stderr
 
 
 def test_long_prime_is_read_in_windows(model, monkeypatch):
@@ -35,7 +32,8 @@ def test_long_prime_is_read_in_windows(model, monkeypatch):
     prime = ('ROMEO:\nWhat light through yonder window breaks?\n' * 1100)[:50_000]
     lengths, forward = [], CharModel.forward
     def recording(self, x, hidden=None):
-        lengths.append(x.shape[1]); return forward(self, x, hidden)
+        lengths.append(x.shape[1])
+        return forward(self, x, hidden)
     monkeypatch.setattr(CharModel, 'forward', recording)
     ids = generate_ids(model, prime, 20, seed=0, sampler=Sampler(0), fast=False)
     assert max(lengths) <= 4096 and sum(lengths) == len(prime) + 20, lengths[:20]
@@ -49,20 +47,23 @@ def test_long_prime_is_read_in_windows(model, monkeypatch):
     assert (one_pass == ids).all(), 'windows continue the state exactly where the previous one left it'
 
 
-RSS = ("import resource, sys, json\nfrom charrnn.cli import main\ntry: main(sys.argv[1:]); rc = 0\n"
-       "except SystemExit as e: rc = e.code\n"
-       "print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rc]), file=sys.stderr)")
+RSS = """\
+import resource, sys, json
+from charrnn.cli import main
+rc = 0
+try: main(sys.argv[1:])
+except SystemExit as e: rc = e.code
+print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rc]), file=sys.stderr)
+"""
 
-def _peak_rss_mb(tmp_path, *args):
+
+def _peak_rss_mb(run_cli, *args):
     "The peak resident memory (MB) of a fresh process running `charrnn ARGS`, and its exit status."
-    env = {'OMP_NUM_THREADS': '1', 'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path),
-           'PYTHONPATH': os.environ.get('PYTHONPATH', '')}
-    r = subprocess.run([sys.executable, '-c', RSS, *map(str, args)], capture_output=True, text=True,
-                       timeout=300, env=env)
+    r = run_cli(*args, exe=[sys.executable, '-c', RSS], timeout=300)  # a process of its own, for its own peak
     return json.loads(r.stderr.strip().splitlines()[-1])
 
 
-def test_one_megabyte_prime_file_has_bounded_memory(tmp_path):
+def test_one_megabyte_prime_file_has_bounded_memory(tmp_path, run_cli):
     "`--prime-file` of 1 MB: the process peaks no higher than with a 10-character prime, give or take 150 MB."
     vocab = Vocab('ROMEO:\n abcdefghijklmnopqrstuvwxyz')
     torch.manual_seed(0)
@@ -71,19 +72,19 @@ def test_one_megabyte_prime_file_has_bounded_memory(tmp_path):
     (tmp_path/'big.txt').write_text((line * (1_000_000 // len(line) + 1))[:1_000_000])
     (tmp_path/'small.txt').write_text(line[:10])
     args = ['generate', ckpt, '--length', 5, '--seed', 0, '--prime-file']
-    small, rc_small = _peak_rss_mb(tmp_path, *args, tmp_path/'small.txt')
-    big, rc_big = _peak_rss_mb(tmp_path, *args, tmp_path/'big.txt')
+    small, rc_small = _peak_rss_mb(run_cli, *args, tmp_path/'small.txt')
+    big, rc_big = _peak_rss_mb(run_cli, *args, tmp_path/'big.txt')
     assert rc_small == rc_big == 0
     assert big < small + 150, f'peak {big:.0f} MB with a 1 MB prime against {small:.0f} MB with a short one'
 
 
 @pytest.mark.parametrize('extra', [[], ['--top-k', 3], ['--top-p', 0.9], ['--min-p', 0.1]])
-def test_overflowing_temperature_is_greedy(capsys, extra):
+def test_overflowing_temperature_is_greedy(cli, extra):
     "A temperature of 1e-40 (scores / T overflow float32) writes the greedy text, with every filter, no NaN."
     base = ['generate', '--prime', 'ROMEO:', '--length', 150, '--seed', 1]
-    greedy = cli(capsys, *base, '--temperature', 0)
+    greedy = printed(cli(*base, '--temperature', 0))
     for t in ('1e-30', '1e-40', '5e-324'):
-        assert cli(capsys, *base, '--temperature', t, *extra) == greedy, (t, extra)
+        assert printed(cli(*base, '--temperature', t, *extra)) == greedy, (t, extra)
 
 
 def test_overflowing_temperature_fast_and_plain(model):
@@ -93,22 +94,25 @@ def test_overflowing_temperature_fast_and_plain(model):
     assert (fast == plain).all() and (fast == generate_ids(model, 'JULIET:', 80, 3, sampler=Sampler(0))).all()
 
 
-def test_weights_int8_is_opt_in_and_reproducible(capsys):
+def test_weights_int8_is_opt_in_and_reproducible(cli):
     "`--weights int8`: the same seed gives the same text, of the length asked; fp32 is the default."
     args = ['generate', '--prime', 'ROMEO:', '--length', 200, '--seed', 3, '--weights']
-    a, b, exact = cli(capsys, *args, 'int8'), cli(capsys, *args, 'int8'), cli(capsys, *args, 'fp32')
+    a = printed(cli(*args, 'int8'))
+    b = printed(cli(*args, 'int8'))
+    exact = printed(cli(*args, 'fp32'))
     assert a == b and a[0] == 0 and a[1].startswith('ROMEO:') and len(a[1]) == len('ROMEO:') + 200 + 1
-    assert exact == cli(capsys, *args[:-1])
+    assert exact == printed(cli(*args[:-1]))
 
 
 @pytest.mark.parametrize('cell,weights,msg', [
     ('lstm', 'int4', "--weights must be fp32 or int8, not 'int4'"),
     ('gru', 'int8', '--weights int8 is for an LSTM on the CPU, and this is a GRU')])
-def test_weights_refused_in_one_line(capsys, tmp_path, cell, weights, msg):
+def test_weights_refused_in_one_line(cli, tmp_path, cell, weights, msg):
     vocab = Vocab('ROMEO:\n abc')
     ckpt = save(CharModel(vocab, cell=cell, hidden=8, layers=1, dropout=0.), tmp_path/'m.safetensors')
-    code, out, err = cli(capsys, 'generate', ckpt, '--length', 5, '--weights', weights)
-    assert (code, out) == (2, '') and msg in err and err.count('\n') == 1, err
+    r = cli('generate', ckpt, '--length', 5, '--weights', weights)
+    assert_user_error(r, 'generate', msg)  # status 2, one line, nothing on stdout
+    assert msg in r.stderr and r.stderr.count('\n') == 1, r
 
 
 def test_fast_path_only_for_lstm_and_gru(model):

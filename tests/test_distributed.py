@@ -1,31 +1,33 @@
 """Distributed data-parallel training under `torchrun` on CPU (gloo), checked against single-process runs.
 
-`torchrun --standalone --nproc_per_node 2` trains a tiny model for 20 steps on the first 30,000 characters of tiny
-Shakespeare; with dropout off and fp32 arithmetic the run must be the single-process run with the same global batch
-and seed, up to the rounding of the sums: per-step training losses, validation losses and weights. It must write one
-set of files (rank 0's), print each line once, and leave a checkpoint that loads and generates in one process.
-Then the harder paths: a SIGTERM that reaches only rank 1 stops both ranks after the same step with rank 0 reporting
-it, and `--resume` under torchrun continues to the planned step and reproduces an uninterrupted run exactly (with
-dropout, so each rank's random generator must be restored); a time-limited run keeps the ranks' weights identical
-(its learning rate depends on the clock); a user error is charrnn's one-line message, not a traceback.
+`torchrun --standalone --nproc_per_node 2` trains a tiny model for 20 steps on the first 30,000 characters of
+tiny Shakespeare; with dropout off and fp32 arithmetic the run must be the single-process run with the same
+global batch and seed, up to the rounding of the sums: per-step training losses, validation losses and
+weights. It must write one set of files (rank 0's), print each line once, and leave a checkpoint that loads
+and generates in one process. Then the harder paths: a SIGTERM that reaches only rank 1 stops both ranks after
+the same step with rank 0 reporting it, and `--resume` under torchrun continues to the planned step and
+reproduces an uninterrupted run exactly (with dropout, so each rank's random generator must be restored); a
+time-limited run keeps the ranks' weights identical (its learning rate depends on the clock); a user error is
+charrnn's one-line message, not a traceback.
 
-Every process runs with one thread (OMP_NUM_THREADS=1): the test machines have two shared cores. The whole module
-takes about a minute on such a machine. It is skipped, with the reason, where torch.distributed, gloo, torchrun or
-a local TCP port is missing.
+Every process runs with one thread (OMP_NUM_THREADS=1): the test machines have two shared cores. The whole
+module takes about a minute on such a machine. It is skipped, with the reason, where torch.distributed, gloo,
+torchrun or a local TCP port is missing.
 """
 from __future__ import annotations
 
 import importlib, os, re, socket, subprocess, sys, textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import shakespeare_prefix
+from conftest import TINY, Result, shakespeare_prefix
 
-# fp32 and no dropout: the two-process run must then be the one-process run, up to rounding
-TINY = ['--hidden', '32', '--layers', '1', '--batch-size', '8', '--seq-len', '32', '--eval-every', '10',
-        '--precision', 'fp32', '--device', 'cpu', '--seed', '0']
+# on top of conftest's TINY: a global batch of 8 (4 rows on each of the two ranks) of 32 characters,
+# fp32 on the CPU, one seed; with no dropout the two-process run must then be the one-process run, up to
+# rounding
+PARITY = ['--batch-size', '8', '--seq-len', '32', '--eval-every', '10', '--precision', 'fp32',
+          '--device', 'cpu', '--seed', '0']
 STEPS = 20
 TOL = 1e-5  # observed: about 5e-7 nats between the per-step losses of the two runs
 RUN_FILES = ['best.safetensors', 'history.json', 'latest.safetensors', 'loss.png']
@@ -44,36 +46,29 @@ def why_not() -> str | None:
 
 
 WHY_NOT = why_not()
-pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f'distributed training cannot be tested here: {WHY_NOT}')
+pytestmark = pytest.mark.skipif(WHY_NOT is not None,
+                                reason=f'distributed training cannot be tested here: {WHY_NOT}')
 
 
 def torchrun(nproc:int=2) -> list[str]:
-    "The torchrun command for `nproc` processes on this machine (the console script beside this Python, else the module)."
+    """The torchrun command for `nproc` processes on this machine (the console script beside this Python, else
+    the module)."""
     exe = Path(sys.executable).with_name('torchrun')
     cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'torch.distributed.run']
     return [*cmd, '--standalone', '--nproc_per_node', str(nproc)]
 
 
-@dataclass
-class Result:
-    args: list
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self):
-        return (f"$ {' '.join(map(str, self.args))}\nexit status {self.returncode}\n"
-                f"--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-6000:]}")
-
-
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    "Run a command with one thread per process, outside any torchrun of our own, and return a `Result`."
+    """Run a command with one thread per process, outside any torchrun of our own, and return a `Result`.
+    (Not conftest's `run_cli`: a torchrun that times out must pass SIGTERM on to its workers, which run in
+    sessions of their own, where `subprocess.run` would kill torchrun alone.)"""
     env = {k: v for k, v in os.environ.items()
            if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT',
                         'GROUP_RANK', 'ROLE_RANK', 'TORCHELASTIC_RUN_ID')}
     env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', MPLBACKEND='Agg', PYTHONDONTWRITEBYTECODE='1',
-               CHARRNN_CACHE=str(tmp_path_factory.mktemp('cache')), CHARRNN_TINYSHAKESPEARE_URL='http://127.0.0.1:9/input.txt')
+               CHARRNN_CACHE=str(tmp_path_factory.mktemp('cache')),
+               CHARRNN_TINYSHAKESPEARE_URL='http://127.0.0.1:9/input.txt')
     def go(*args, timeout:float=300) -> Result:
         args = [str(a) for a in args]
         p = subprocess.Popen(args, env=env, cwd=tmp_path_factory.getbasetemp(), stdin=subprocess.DEVNULL,
@@ -82,7 +77,9 @@ def run(tmp_path_factory):
         except subprocess.TimeoutExpired:
             p.terminate()  # torchrun passes SIGTERM on to its workers (they run in sessions of their own)
             try: out, err = p.communicate(timeout=60)
-            except subprocess.TimeoutExpired: p.kill(); out, err = p.communicate()
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
             pytest.fail(f"timed out after {timeout} s\n{Result(args, p.returncode, out, err)}")
         return Result(args, p.returncode, out, err)
     return go
@@ -96,12 +93,13 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='module')
 def runs(run, corpus, tmp_path_factory):
-    "The same 20 steps, without dropout, by one process and by two under torchrun: `{'single': ..., 'ddp': ...}`."
+    """The same 20 steps, without dropout, by one process and by two under torchrun:
+    `{'single': ..., 'ddp': ...}`."""
     root = tmp_path_factory.mktemp('runs')
     res = {}
     for name, launcher in (('single', [sys.executable]), ('ddp', torchrun(2))):
-        r = run(*launcher, '-m', 'charrnn.cli', 'train', corpus, '--out', root/name, *TINY, '--dropout', '0',
-                '--max-steps', STEPS)
+        r = run(*launcher, '-m', 'charrnn.cli', 'train', corpus, '--out', root/name, *TINY, *PARITY,
+                '--dropout', '0', '--max-steps', STEPS)
         assert r.returncode == 0, str(r)
         res[name] = (root/name, r)
     return res
@@ -110,12 +108,13 @@ def runs(run, corpus, tmp_path_factory):
 def train_state(run_dir:Path) -> tuple[dict, dict]:
     "The training state and the tensors of `run_dir`'s latest checkpoint."
     from charrnn.checkpoint import read_checkpoint, unflatten_state
-    tensors, meta, _ = read_checkpoint(Path(run_dir)/'latest.safetensors')
-    return unflatten_state(meta['train_state'], tensors), tensors
+    ckpt = read_checkpoint(Path(run_dir)/'latest.safetensors')
+    return unflatten_state(ckpt.meta['train_state'], ckpt.tensors), ckpt.tensors
 
 
 def test_losses_match_single_process(runs):
-    (s_one, w_one), (s_ddp, w_ddp) = train_state(runs['single'][0]), train_state(runs['ddp'][0])
+    s_one, w_one = train_state(runs['single'][0])
+    s_ddp, w_ddp = train_state(runs['ddp'][0])
     assert (s_one['step'], s_ddp['step']) == (STEPS, STEPS)
     assert (s_one['world_size'], s_ddp['world_size']) == (1, 2)
     one, ddp = s_one['train_loss'], s_ddp['train_loss']
@@ -136,7 +135,8 @@ def test_losses_match_single_process(runs):
 
 
 def test_one_set_of_files_and_one_voice(runs):
-    (d_one, r_one), (d_ddp, r_ddp) = runs['single'], runs['ddp']
+    d_one, r_one = runs['single']
+    d_ddp, r_ddp = runs['ddp']
     assert sorted(p.name for p in d_ddp.iterdir()) == RUN_FILES
     assert sorted(p.name for p in d_ddp.parent.iterdir()) == ['ddp', 'single']  # nothing per rank beside it
     lines = r_ddp.stdout.splitlines()
@@ -152,9 +152,9 @@ def test_checkpoint_loads_and_generates_in_one_process(runs):
     from charrnn.generation import generate_text
     d = runs['ddp'][0]
     for name in ('best.safetensors', 'latest.safetensors'):
-        tensors, meta, _ = read_checkpoint(d/name)
-        assert not [k for k in tensors if 'module.' in k or '_orig_mod' in k]
-        assert meta['summary']['world_size'] == 2
+        ckpt = read_checkpoint(d/name)
+        assert not [k for k in ckpt.tensors if 'module.' in k or '_orig_mod' in k]
+        assert ckpt.meta['summary']['world_size'] == 2
         model = load(d/name)
         assert not model.training and model.device.type == 'cpu'
         text = generate_text(model, 60, prime='ROMEO:', seed=0)
@@ -177,12 +177,14 @@ SIGNAL_RANK_1 = textwrap.dedent('''\
 
 
 def test_signal_to_one_rank_then_resume_under_torchrun(run, corpus, tmp_path):
-    "A SIGTERM to rank 1 stops both after the same step; `--resume` under torchrun then reproduces an uninterrupted run."
-    args = ['train', corpus, *TINY, '--layers', '2', '--dropout', '0.2', '--max-steps', STEPS]
+    """A SIGTERM to rank 1 stops both after the same step; `--resume` under torchrun then reproduces an
+    uninterrupted run."""
+    args = ['train', corpus, *TINY, *PARITY, '--layers', '2', '--dropout', '0.2', '--max-steps', STEPS]
     ref = run(*torchrun(2), '-m', 'charrnn.cli', *args, '--out', tmp_path/'ref')
     assert ref.returncode == 0, str(ref)
 
-    script = tmp_path/'signal_rank_1.py'; script.write_text(SIGNAL_RANK_1)
+    script = tmp_path/'signal_rank_1.py'
+    script.write_text(SIGNAL_RANK_1)
     out = tmp_path/'run'
     stopped = run(*torchrun(2), script, *args, '--out', out)
     assert stopped.returncode != 0, str(stopped)  # rank 0 exits with 128 + SIGTERM, and torchrun reports it
@@ -193,13 +195,17 @@ def test_signal_to_one_rank_then_resume_under_torchrun(run, corpus, tmp_path):
 
     resumed = run(*torchrun(2), '-m', 'charrnn.cli', *args, '--out', out, '--resume')
     assert resumed.returncode == 0, str(resumed)
-    assert 'resuming at step 10' in resumed.stdout and f'of {STEPS})' in resumed.stdout.splitlines()[-1], str(resumed)
-    (s_ref, w_ref), (s_res, w_res) = train_state(tmp_path/'ref'), train_state(out)
+    assert 'resuming at step 10' in resumed.stdout, str(resumed)
+    assert f'of {STEPS})' in resumed.stdout.splitlines()[-1], str(resumed)
+    s_ref, w_ref = train_state(tmp_path/'ref')
+    s_res, w_res = train_state(out)
     assert s_res['step'] == STEPS and len(s_res['train_loss']) == STEPS
     # dropout masks are drawn per rank: equal losses mean each rank's generator came back as it was
     gap = (s_ref['train_loss'] - s_res['train_loss']).abs().max().item()
-    assert gap < 1e-6, f"the resumed run differs from the uninterrupted one by {gap:.2e}\n{s_ref['train_loss']}\n{s_res['train_loss']}"
-    assert [round(e['val_loss'], 6) for e in s_res['evals']] == [round(e['val_loss'], 6) for e in s_ref['evals']]
+    assert gap < 1e-6, (f"the resumed run differs from the uninterrupted one by {gap:.2e}\n"
+                        f"{s_ref['train_loss']}\n{s_res['train_loss']}")
+    val_losses = lambda s: [round(e['val_loss'], 6) for e in s['evals']]
+    assert val_losses(s_res) == val_losses(s_ref)
     for k in w_ref:
         if k.startswith('model.'): assert (w_ref[k] - w_res[k]).abs().max().item() < 1e-6, k
 
@@ -214,7 +220,8 @@ WEIGHT_SPREAD = textwrap.dedent('''\
         flat = torch.cat([p.detach().flatten() for p in learn.model.parameters()])
         parts = [torch.empty_like(flat) for _ in range(self.dist.world_size)]
         torch.distributed.all_gather(parts, flat)
-        if self.dist.is_main: print(f"spread {learn.step} {max((p - parts[0]).abs().max().item() for p in parts)!r}", flush=True)
+        spread = max((p - parts[0]).abs().max().item() for p in parts)
+        if self.dist.is_main: print(f"spread {learn.step} {spread!r}", flush=True)
         _save_latest(self, learn)
     CheckpointCB.save_latest = save_latest
     main()
@@ -223,8 +230,9 @@ WEIGHT_SPREAD = textwrap.dedent('''\
 
 def test_time_limited_run_keeps_ranks_identical(run, corpus, tmp_path):
     "The learning rate of a time-limited run follows the clock: the ranks must agree on it, step by step."
-    script = tmp_path/'weight_spread.py'; script.write_text(WEIGHT_SPREAD)
-    r = run(*torchrun(2), script, 'train', corpus, '--out', tmp_path/'run', *TINY, '--dropout', '0',
+    script = tmp_path/'weight_spread.py'
+    script.write_text(WEIGHT_SPREAD)
+    r = run(*torchrun(2), script, 'train', corpus, '--out', tmp_path/'run', *TINY, *PARITY, '--dropout', '0',
             '--time-limit', 3, '--checkpoint-every', 40)
     assert r.returncode == 0, str(r)
     spread = [(int(s), float(v)) for s, v in re.findall(r'^spread (\d+) (\S+)$', r.stdout, re.M)]
@@ -235,10 +243,11 @@ def test_time_limited_run_keeps_ranks_identical(run, corpus, tmp_path):
 
 def test_user_error_under_torchrun(run, corpus, tmp_path):
     "A bad setting is charrnn's one-line error from each rank, with no Python traceback from charrnn."
-    r = run(*torchrun(2), '-m', 'charrnn.cli', 'train', corpus, '--out', tmp_path/'run', *TINY,
+    r = run(*torchrun(2), '-m', 'charrnn.cli', 'train', corpus, '--out', tmp_path/'run', *TINY, *PARITY,
             '--batch-size', '5', '--max-steps', 2)
     assert r.returncode != 0, str(r)
     errors = [l for l in r.stderr.splitlines() if l.startswith('charrnn train: error: ')]
-    assert errors and all('--batch-size 5 must be a multiple of the number of processes (2)' in l for l in errors), str(r)
+    needle = '--batch-size 5 must be a multiple of the number of processes (2)'
+    assert errors and all(needle in l for l in errors), str(r)
     assert '[rank' not in r.stderr and re.search(r'exitcode\s*:\s*2\b', r.stderr), str(r)
     assert not (tmp_path/'run').exists() or not list((tmp_path/'run').iterdir())
