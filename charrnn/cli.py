@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_cli.ipynb #2d1466fc
 from __future__ import annotations
-import argparse, inspect, shlex, signal, sys, typing
+import argparse, inspect, os, shlex, signal, sys, typing
 
 import torch
 from fastcore.docments import docments
@@ -92,11 +92,19 @@ def _exit_if_signalled(learn, # the `Learner` that `train` returned
         if learn.dist.enabled: how += " (under torchrun, as this run was)"
         print(f"stopped by {sig} at step {learn.step}; the latest checkpoint is in {out}. Resume with: {how}",
               file=sys.stderr)
-    # no process leaves before the others are done: torchrun stops the others as soon as one exits in error,
-    # and a process that tears down its connections while another still uses them can abort (SIGABRT)
+    # no process leaves before the first has said so: torchrun stops the others as soon as one exits in error
     learn.dist.barrier()
-    if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    if sig and learn.dist.enabled: _leave(128 + getattr(signal, sig))
     if sig: raise SystemExit(128 + getattr(signal, sig))
+
+def _leave(status:int, # the exit status
+          ):
+    "End a torchrun process now, its files written and closed, without tearing down its process group."
+    # gloo's teardown at exit aborted one rank in 4 to 8 (SIGABRT: 'terminate called without an active
+    # exception'), after the run was complete; os._exit runs no teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 # %% ../nbs/17_cli.ipynb #a32771a9
 def train_cmd(
@@ -122,6 +130,7 @@ def train_cmd(
     if learn.dist.is_main:
         print(f"best model: {RunDir(out).best} (validation loss {learn.best_val:.4f} nats, "
               f"{bits_per_char(learn.best_val):.3f} bits/char, at step {learn.best_step} of {learn.step})")
+    if learn.dist.enabled: _leave(0)  # under torchrun: every process is done (see `_exit_if_signalled`)
     return learn
 
 # %% ../nbs/17_cli.ipynb #8328579e
