@@ -8,7 +8,7 @@ import struct, time, zlib
 from pathlib import Path
 
 from .core import CharrnnError, check_arg, atomic_write_bytes
-from .encoding import TextFileError, VocabError, describe_chars
+from .encoding import TextFileError, VocabError, describe_bad_bytes, describe_chars
 from .data import file_sha256
 from .model import CharModel
 from .checkpoint import read_checkpoint, model_from_checkpoint
@@ -107,10 +107,8 @@ def _utf8(data:bytes, # a text file's bytes
           path:Path, # where they came from, for messages
          ) -> str:
     "`data` as text, exactly (nothing dropped or changed), or a one-line `TextFileError` if it is not UTF-8."
-    try: return data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise TextFileError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start:,}); "
-                            "charrnn compresses UTF-8 text") from None
+    if bad := describe_bad_bytes(path, data): raise TextFileError(bad)  # the same reasons training gives
+    return data.decode('utf-8')
 
 # %% ../nbs/16a_compressed.ipynb #b2680ad5
 def compress_cmd(checkpoint:str, # a checkpoint file or run folder, or 'bundled' (the Shakespeare model)
