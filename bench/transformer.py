@@ -18,7 +18,8 @@ from charrnn.data import get_corpus
 from charrnn.encoding import Vocab, read_text
 from charrnn.batching import split_data, eval_batcher
 from charrnn.model import CharModel, num_params, bits_per_char
-from charrnn.training import Learner, TrainConfig
+from charrnn.training import TrainConfig
+from charrnn.runlearner import RunLearner
 from charrnn.resilience import TimeLimitCB
 from charrnn.generation import Sampler, generate_ids
 from charrnn.transformer import state_bytes, step_times
@@ -37,7 +38,10 @@ SHAPES = {'LSTM 2×256': dict(cell='lstm', hidden=256, layers=2),
           'Transformer 4×128': dict(cell='transformer', hidden=128, layers=4, heads=4, context=128)}
 
 
-def fresh(kw): torch.manual_seed(0); return CharModel(vocab, dropout=0., **kw)
+def fresh(kw):
+    "A model of shape `kw`, the same weights every time."
+    torch.manual_seed(0)
+    return CharModel(vocab, dropout=0., **kw)
 
 
 @torch.inference_mode()
@@ -53,14 +57,15 @@ rows, speed_rows = [], []
 for name, kw in SHAPES.items():
     cfg = TrainConfig(seq_len=128, batch_size=32, lr=3e-3, warmup=50, eval_every=50, val_chars=50_000,
                       time_limit=a.budget, precision='fp32')
-    learn = Learner(fresh(kw), train_ids, val_ids, cfg, cbs=[TimeLimitCB()], quiet=True)
+    learn = RunLearner(fresh(kw), train_ids, val_ids, cfg, cbs=[TimeLimitCB()], quiet=True)
     learn.fit()
     r = dict(figure='race', model=name, params=num_params(learn.model), seconds=round(learn.elapsed, 1),
              steps=learn.step, ms_per_step=round(1000 * learn.elapsed / learn.step),
              best_val=round(learn.best_val, 4), bits_per_char=round(bits_per_char(learn.best_val), 3),
              windows_128=round(window_loss(learn.model, val_ids[:50_000]), 4),
              evals=[(e['step'], e['elapsed'], round(e['val_loss'], 4)) for e in learn.history.evals])
-    emit(r); rows.append(r)
+    emit(r)
+    rows.append(r)
 
 models = {n: fresh(kw) for n, kw in SHAPES.items()}
 models['Transformer 4×128, context 1024'] = fresh(SHAPES['Transformer 4×128'] | dict(context=1024))
@@ -71,16 +76,19 @@ for name, model in models.items():
     r = dict(figure='sampling', model=name, path='forward pass', chars_per_s=round(a.chars / sum(t)),
              ms_at_1_16=at(16), ms_at_113_128=at(128), ms_at_1009_1024=at(1024) if a.chars >= 1024 else '',
              state_kib_max=max(sizes) / 1024)
-    emit(r); speed_rows.append(r)
+    emit(r)
+    speed_rows.append(r)
 lstm = models['LSTM 2×256'].eval()
 generate_ids(lstm, '\n', 100, seed=0)  # warm-up
 best = math.inf
 for _ in range(3):
-    t0 = time.perf_counter(); generate_ids(lstm, '\n', a.chars, seed=0, sampler=Sampler(temperature=0.8))
+    t0 = time.perf_counter()
+    generate_ids(lstm, '\n', a.chars, seed=0, sampler=Sampler(temperature=0.8))
     best = min(best, time.perf_counter() - t0)
 r = dict(figure='sampling', model='LSTM 2×256', path='fast decoder', chars_per_s=round(a.chars / best),
          state_kib_max=state_bytes(lstm.init_hidden(1)) / 1024)
-emit(r); speed_rows.append(r)
+emit(r)
+speed_rows.append(r)
 
 print(f"\nTraining for {a.budget:g} s each (validation included), tiny Shakespeare 90/10, batch 32 × 128, "
       "lr 3e-3, fp32:\n")

@@ -12,7 +12,8 @@ from fastcore.basics import patch
 
 from .core import atomic_write_bytes
 from .model import num_params, bits_per_char
-from .training import Learner, Callback
+from .training import Callback
+from .runlearner import RunLearner
 from .distributed import Dist
 from .checkpoint import RunDir, save, flatten_state, rng_state
 
@@ -20,7 +21,7 @@ from .checkpoint import RunDir, save, flatten_state, rng_state
 __all__ = ['training_state', 'summary', 'CheckpointCB']
 
 # %% ../nbs/12a_checkpointing.ipynb #890e8aa6
-def training_state(learn:Learner, # the learner, between two steps
+def training_state(learn:RunLearner, # the learner, between two steps
                    dist:Dist|None=None, # this process's place in a run of several: all of them must call this
                   ) -> dict:
     "Everything a resumed run needs to continue exactly (`learn.state_dict()` and more), from all processes."
@@ -30,7 +31,7 @@ def training_state(learn:Learner, # the learner, between two steps
     return learn.state_dict() | dict(world_size=dist.world_size, rng=rng, config=asdict(learn.cfg))
 
 # %% ../nbs/12a_checkpointing.ipynb #93a5f7f4
-def summary(learn:Learner, # the learner
+def summary(learn:RunLearner, # the learner
             corpus:dict|None=None, # facts about its text
             dist:Dist|None=None, # its place among the processes, if several
            ) -> dict:
@@ -77,7 +78,7 @@ class CheckpointCB(Callback):
 
 # %% ../nbs/12a_checkpointing.ipynb #a956376b
 @patch
-def save_latest(self:CheckpointCB, learn:Learner):
+def save_latest(self:CheckpointCB, learn:RunLearner):
     "Write `latest`: the model and the whole training state."
     state = training_state(learn, self.dist)  # every process takes part in the gathers
     if self.dist.is_main:
@@ -89,7 +90,7 @@ def save_latest(self:CheckpointCB, learn:Learner):
 
 # %% ../nbs/12a_checkpointing.ipynb #3c04a79b
 @patch
-def save_history(self:CheckpointCB, learn:Learner):
+def save_history(self:CheckpointCB, learn:RunLearner):
     "Write the history: every validation, the training loss (a point per `log_every` steps) and the summary."
     if not self.dist.is_main: return
     steps, loss = learn.history.smoothed(learn.cfg.log_every)
@@ -99,7 +100,7 @@ def save_history(self:CheckpointCB, learn:Learner):
     atomic_write_bytes(self.run.history, json.dumps(data, indent=1).encode())
 
 @patch
-def save_plot(self:CheckpointCB, learn:Learner):
+def save_plot(self:CheckpointCB, learn:RunLearner):
     "Write the loss plot (with matplotlib's `Figure`, not pyplot: no display needed)."
     if not self.dist.is_main: return
     from matplotlib.figure import Figure

@@ -16,6 +16,7 @@ from .batching import StreamBatcher, eval_batcher
 from .model import map_hidden
 from .scoring import evaluate
 from .training import Learner, Callback
+from .runlearner import RunLearner
 
 # %% auto #0
 __all__ = ['shard_rows', 'shard', 'Dist', 'init_distributed', 'DistLearner', 'DistributedCB']
@@ -120,9 +121,9 @@ def init_distributed(device='auto', # the device asked for; under torchrun a GPU
     return Dist(rank, world, local), dev
 
 # %% ../nbs/14_distributed.ipynb #a6dcb4a7
-class DistLearner(Learner):
+class DistLearner(RunLearner):
     "The learner of one process among several: its share of the streams, DDP, the processes kept in step."
-    def __init__(self, *args, # `Learner`'s: model, train_ids, val_ids, cfg, cbs, quiet
+    def __init__(self, *args, # `RunLearner`'s: model, train_ids, val_ids, cfg, cbs, quiet
                  dist:Dist|None=None, # this process's place, from `init_distributed`
                  **kwargs):
         self.dist = dist or Dist()
@@ -156,14 +157,14 @@ def val_loss(self:DistLearner) -> tuple[float, int]:
 # %% ../nbs/14_distributed.ipynb #a6dcb4a9
 @patch
 def state_dict(self:DistLearner) -> dict:
-    "`Learner.state_dict`, with the hidden state of every process's streams (all processes must call it)."
-    s = Learner.state_dict(self)
+    "`RunLearner.state_dict`, with the hidden state of every process's streams (all processes must call it)."
+    s = RunLearner.state_dict(self)
     return s | dict(hidden=map_hidden(lambda h: self.dist.gather_rows(h, 1), s['hidden']))
 @patch
 def load_state_dict(self:DistLearner, s:dict): # a state of the whole batch, from `state_dict`
-    "`Learner.load_state_dict`, taking back this process's rows of the hidden state."
+    "`RunLearner.load_state_dict`, taking back this process's rows of the hidden state."
     rows = self.dist.rows(self.cfg.batch_size)
-    Learner.load_state_dict(self, s | dict(hidden=map_hidden(lambda h: h[:, rows], s['hidden'])))
+    RunLearner.load_state_dict(self, s | dict(hidden=map_hidden(lambda h: h[:, rows], s['hidden'])))
 
 # %% ../nbs/14_distributed.ipynb #df803466
 class DistributedCB(Callback):

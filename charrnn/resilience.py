@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib, errno, math, os, signal, stat, threading, time
 from dataclasses import asdict
 from pathlib import Path
-
 import torch
 from fastcore.basics import patch
 
 from .core import CharrnnError, ConfigError, flag
 from .encoding import describe_chars
-from .training import Learner, Callback, CancelStepException
+from .training import Callback
+from .runlearner import RunLearner, CancelStepException
 from .distributed import Dist
 from .checkpoint import Checkpoint, CheckpointError, RunDir, read_checkpoint
 from .checkpoint import unflatten_state, set_rng_state
@@ -36,12 +36,12 @@ def read_latest(run, # the run folder: a `RunDir` or a path
     return ckpt
 
 # %% ../nbs/13_resilience.ipynb #66990ce7
-def restore_training_state(learn:Learner, # a learner of the same model and settings
+def restore_training_state(learn:RunLearner, # a learner of the same model and settings
                            tensors:dict, # a `latest` checkpoint's tensors, from `read_checkpoint`
                            meta:dict, # and its header entries
                            dist:Dist|None=None, # this process's place: it takes back its own generator
-                          ) -> Learner:
-    "Put back a checkpoint's weights, run state (`Learner.load_state_dict`) and random generators."
+                          ) -> RunLearner:
+    "Put back a checkpoint's weights, run state (`RunLearner.load_state_dict`) and random generators."
     dist, s = dist or Dist(), unflatten_state(meta['train_state'], tensors)
     learn.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith('model.')})
     learn.load_state_dict(s)  # a `DistLearner` takes back its own rows of the hidden state
@@ -64,7 +64,7 @@ def run_config(tensors:dict, # a `latest` checkpoint's tensors, from `read_check
     return meta['config'], unflatten_state(meta['train_state'], tensors)['config']
 
 # %% ../nbs/13_resilience.ipynb #cd8ead9b
-def _check_same_run(learn:Learner, ckpt:Checkpoint):
+def _check_same_run(learn:RunLearner, ckpt:Checkpoint):
     "Raise `ConfigError` unless `learn` has the characters, model and settings of the run in `ckpt`."
     where = ckpt.path.parent
     old, new = set(ckpt.meta['vocab']), set(learn.model.vocab.itos)
@@ -82,11 +82,11 @@ def _check_same_run(learn:Learner, ckpt:Checkpoint):
         "(only the run's length and how often it validates and checkpoints may change)")
 
 # %% ../nbs/13_resilience.ipynb #26ecf37a
-def resume(learn:Learner, # a new learner for the run, before `fit`
+def resume(learn:RunLearner, # a new learner for the run, before `fit`
            ckpt:Checkpoint, # what `read_latest` returned
            corpus:dict|None=None, # facts about the text (its sha256 is compared with the run's)
            dist:Dist|None=None, # this process's place, if several
-          ) -> Learner:
+          ) -> RunLearner:
     "Continue the run saved in `ckpt` with `learn`: check that it is the same run, then restore its state."
     _check_same_run(learn, ckpt)
     try: restore_training_state(learn, ckpt.tensors, ckpt.meta, dist)
@@ -263,7 +263,7 @@ class DivergenceCB(Callback):
 
 # %% ../nbs/13_resilience.ipynb #aa22e387
 @patch
-def diverged(self:DivergenceCB, learn:Learner, step:int, # the first bad step
+def diverged(self:DivergenceCB, learn:RunLearner, step:int, # the first bad step
              what:str, # what went wrong, for the messages
              rollback:bool=True, # whether a rollback may help
             ):

@@ -58,6 +58,7 @@ from charrnn.model import CharModel
 from charrnn.checkpoint import CheckpointError, load, read_checkpoint, unflatten_state
 from charrnn.checkpointing import CheckpointCB
 from charrnn.training import Learner, TrainConfig, seed_everything
+from charrnn.runlearner import RunLearner
 from charrnn.resilience import DivergenceCB, SignalCB, TrainingDiverged, read_latest, resume
 from charrnn.run import prepare_text
 
@@ -297,19 +298,19 @@ def short_corpus(text_file):
     return SimpleNamespace(vocab=text[0], train_ids=text[1][:2_000], val_ids=text[2][:3_000])
 
 
-def api_trainer(short_corpus, out, max_steps:int, quiet=True, **cfg) -> Learner:
+def api_trainer(short_corpus, out, max_steps:int, quiet=True, **cfg) -> RunLearner:
     """A learner with the callbacks of a real run (as `charrnn.run.train` adds them) that keeps its run in
     `out`."""
     seed_everything(0)
     model = CharModel(short_corpus.vocab, hidden=32, layers=2, dropout=0.3)
     cfg = TrainConfig(batch_size=4, seq_len=16, max_steps=max_steps, eval_every=10, checkpoint_every=2,
                       precision='fp32', **cfg)
-    return Learner(model, short_corpus.train_ids, short_corpus.val_ids, cfg,
+    return RunLearner(model, short_corpus.train_ids, short_corpus.val_ids, cfg,
                    cbs=[SignalCB(), DivergenceCB(out), CheckpointCB(out)], quiet=quiet)
 
 
 @pytest.fixture(scope='module')
-def api_straight(short_corpus, work) -> Learner:
+def api_straight(short_corpus, work) -> RunLearner:
     t = api_trainer(short_corpus, work/'api-straight', 75)
     t.fit()
     t.out = work/'api-straight'
@@ -317,7 +318,7 @@ def api_straight(short_corpus, work) -> Learner:
     return t
 
 
-def stop_at(trainer:Learner, k:int):
+def stop_at(trainer:RunLearner, k:int):
     "Ask `trainer` to stop during step `k` (as the signal handler does)."
     def hook(module, args):
         if module.training and trainer.step == k - 1: trainer.stop('SIGINT')
@@ -506,7 +507,7 @@ def test_damaged_checkpoints_through_the_command(good_run, text_file, tmp_path, 
 @pytest.fixture(scope='module')
 def smallest_run(short_corpus, work) -> Path:
     "A run of the smallest model, with a short header, for the byte-by-byte tests."
-    t = Learner(CharModel(short_corpus.vocab, hidden=4, layers=1, dropout=0.), short_corpus.train_ids,
+    t = RunLearner(CharModel(short_corpus.vocab, hidden=4, layers=1, dropout=0.), short_corpus.train_ids,
                 short_corpus.val_ids,
                 TrainConfig(batch_size=2, seq_len=8, max_steps=2, eval_every=2, precision='fp32'),
                 cbs=[CheckpointCB(work/'smallest')], quiet=True)
