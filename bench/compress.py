@@ -16,7 +16,7 @@ from charrnn.batching import split_data
 from charrnn.compress import CLASSIC, classic_bits
 from charrnn.compressed import coder_model, compress, decompress
 from charrnn.data import CORPORA, CORPORA_DIR
-from charrnn.insight import NGramLM
+from charrnn.ngram import NGramLM
 from charrnn.model import bits_per_char
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

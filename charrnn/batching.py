@@ -20,6 +20,7 @@ def _min_chars(val_frac:float) -> int:
     while not 2 <= round(n * val_frac) <= n - 2: n += 1
     return n
 
+# %% ../nbs/01_batching.ipynb #611f37bc
 def split_data(ids, # the encoded text, 1-d
                val_frac:float=0.1, # the fraction kept at the end for validation
               ):
@@ -94,6 +95,7 @@ def __getitem__(self:StreamBatcher, i:int):
     s = slice(i * self.seq_len, (i + 1) * self.seq_len)
     return self.x[:, s].long(), self.y[:, s].long()  # (rows, seq_len) each
 
+# %% ../nbs/01_batching.ipynb #5b13b404
 @patch
 def __iter__(self:StreamBatcher): return (self[i] for i in range(len(self)))
 @patch(as_prop=True)

@@ -29,12 +29,14 @@ class Encoder:
         self.low, self.high = 0, FULL   # the interval, both ends included
         self.pending, self.bits = 0, []
 
-    def _emit(self, bit:int, # the bit both ends of the interval now agree on
-             ):
-        "Send `bit`, then the opposite bits held back while the interval straddled the middle."
-        self.bits.append(bit)
-        self.bits.extend([1 - bit] * self.pending)
-        self.pending = 0
+# %% ../nbs/08_compress.ipynb #a3d72c7f
+@patch
+def _emit(self:Encoder, bit:int, # the bit both ends of the interval now agree on
+         ):
+    "Send `bit`, then the opposite bits held back while the interval straddled the middle."
+    self.bits.append(bit)
+    self.bits.extend([1 - bit] * self.pending)
+    self.pending = 0
 
 # %% ../nbs/08_compress.ipynb #d61bc140
 @patch
@@ -70,10 +72,12 @@ class Decoder:
         self.value = 0
         for _ in range(PRECISION): self.value = 2 * self.value + self._bit()
 
-    def _bit(self) -> int:
-        "The next bit of the code; zeros after its end."
-        self.pos += 1
-        return self.bits[self.pos - 1] if self.pos <= len(self.bits) else 0
+# %% ../nbs/08_compress.ipynb #8e391fca
+@patch
+def _bit(self:Decoder) -> int:
+    "The next bit of the code; zeros after its end."
+    self.pos += 1
+    return self.bits[self.pos - 1] if self.pos <= len(self.bits) else 0
 
 # %% ../nbs/08_compress.ipynb #9b877818
 @patch
@@ -142,6 +146,7 @@ def _coder_ready(model:CharModel, # any CharModel
     if ready: return model
     return copy.deepcopy(model).to('cpu', torch.float32).eval()
 
+# %% ../nbs/08_compress.ipynb #b36b8684
 def _grid(ids:np.ndarray, # the text's ids
           lens:list, # the streams' lengths, summing to len(ids)
          ) -> np.ndarray:

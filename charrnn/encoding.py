@@ -37,17 +37,23 @@ class Vocab:
         self._codes = np.array([ord(c) for c in self.itos], dtype=np.uint32)  # sorted, for searchsorted
         self._chars = np.array(self.itos, dtype=object)
 
-    @classmethod
-    def from_text(cls, text:str): return cls(text)
-    def __len__(self): return len(self.itos)
     def __eq__(self, other): return isinstance(other, Vocab) and self.itos == other.itos
-    def __contains__(self, c): return c in self.stoi
-    def __repr__(self): return f'Vocab({len(self)} chars: {"".join(self.itos)!r})'
 
-    @property
-    def dtype(self) -> torch.dtype:
-        "The smallest integer dtype that holds every id."
-        return torch.uint8 if len(self) <= 256 else torch.int16 if len(self) <= 2**15 else torch.int32
+# %% ../nbs/00_encoding.ipynb #8aef4dac
+@patch(cls_method=True)
+def from_text(cls:Vocab, text:str): return cls(text)
+@patch
+def __len__(self:Vocab): return len(self.itos)
+@patch
+def __contains__(self:Vocab, c): return c in self.stoi
+@patch
+def __repr__(self:Vocab): return f'Vocab({len(self)} chars: {"".join(self.itos)!r})'
+
+# %% ../nbs/00_encoding.ipynb #a26f4023
+@patch(as_prop=True)
+def dtype(self:Vocab) -> torch.dtype:
+    "The smallest integer dtype that holds every id."
+    return torch.uint8 if len(self) <= 256 else torch.int16 if len(self) <= 2**15 else torch.int32
 
 # %% ../nbs/00_encoding.ipynb #aef9c14d
 @patch
@@ -55,6 +61,7 @@ def unknown(self:Vocab, text:str) -> list[str]:
     "The distinct characters of `text` that are not in the vocabulary, sorted."
     return sorted(set(text) - self.stoi.keys())
 
+# %% ../nbs/00_encoding.ipynb #d64ce8fa
 @patch
 def encode(self:Vocab, text:str, # text made of the vocabulary's characters
           ) -> torch.Tensor:

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from .core import check_arg
 from .model import CharModel, layer_weights
 from .scoring import char_losses
-from .ngram import NGramLM, match_lengths  # the fast n-gram model and matches (18_ngram), used below
 
 # %% ../nbs/05_insight.ipynb #fb38c3c0
 def _one_layer(model:CharModel, # an LSTM model

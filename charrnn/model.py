@@ -17,18 +17,7 @@ from fastcore.basics import patch
 from .core import check_arg, flag
 from .encoding import Vocab
 
-# %% ../nbs/02_model.ipynb #c5fac8c9
-def _recurrent(cfg, # a `ModelConfig` with every default filled in
-              ) -> nn.Module:
-    "The recurrent layers of `cfg`: an `nn.LSTM` or an `nn.GRU`."
-    cls = nn.LSTM if cfg.cell == 'lstm' else nn.GRU
-    drop = cfg.dropout if cfg.layers > 1 else 0.  # (between layers: none with one)
-    return cls(cfg.emb_dim, cfg.hidden, cfg.layers, batch_first=True, dropout=drop)
-
-# cell -> what builds the layers between the embedding and the read-out;
-# charrnn.transformer (lesson 07) adds its own
-BODIES = {'lstm': _recurrent, 'gru': _recurrent}
-
+# %% ../nbs/02_model.ipynb #1ca7d1dc
 @dataclass
 class ModelConfig:
     "The shape of a `CharModel`: what a checkpoint stores to rebuild it."
@@ -91,6 +80,18 @@ def with_fields(cfg, # a dataclass instance, e.g. a `ModelConfig`
                        f"its settings are {', '.join(names)}")
     return replace(cfg, **kw)
 
+# %% ../nbs/02_model.ipynb #c5fac8c9
+def _recurrent(cfg, # a `ModelConfig` with every default filled in
+              ) -> nn.Module:
+    "The recurrent layers of `cfg`: an `nn.LSTM` or an `nn.GRU`."
+    cls = nn.LSTM if cfg.cell == 'lstm' else nn.GRU
+    drop = cfg.dropout if cfg.layers > 1 else 0.  # (between layers: none with one)
+    return cls(cfg.emb_dim, cfg.hidden, cfg.layers, batch_first=True, dropout=drop)
+
+# cell -> what builds the layers between the embedding and the read-out;
+# charrnn.transformer (lesson 07) adds its own
+BODIES = {'lstm': _recurrent, 'gru': _recurrent}
+
 # %% ../nbs/02_model.ipynb #d4fd104b
 class CharModel(nn.Module):
     "A character-level language model: embedding, recurrent layers (or Transformer blocks), read-out."
@@ -108,12 +109,14 @@ class CharModel(nn.Module):
         self.dropout, self.fc = nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, len(vocab))
         self.summary = {}  # what a checkpoint says about the model's training
 
-    def forward(self, x:torch.Tensor, # ids, (B, T)
-                hidden=None, # the state carried from the previous window (default: zeros)
-               ):
-        "Logits for the next character at every position, `(B, T, V)`, and the new hidden state."
-        out, hidden = self.rnn(self.emb(x), hidden)  # (B, T, hidden)
-        return self.fc(self.dropout(out)), hidden      # (B, T, V)
+# %% ../nbs/02_model.ipynb #ede5ce34
+@patch
+def forward(self:CharModel, x:torch.Tensor, # ids, (B, T)
+            hidden=None, # the state carried from the previous window (default: zeros)
+           ):
+    "Logits for the next character at every position, `(B, T, V)`, and the new hidden state."
+    out, hidden = self.rnn(self.emb(x), hidden)  # (B, T, hidden)
+    return self.fc(self.dropout(out)), hidden      # (B, T, V)
 
 # %% ../nbs/02_model.ipynb #083b89b7
 @patch(as_prop=True)
@@ -121,6 +124,7 @@ def config(self:CharModel) -> dict:
     "The config as a dict: what a checkpoint stores (with the vocabulary) to rebuild the model."
     return {k: v for k, v in asdict(self.cfg).items() if v is not None}  # an RNN has no heads or context
 
+# %% ../nbs/02_model.ipynb #b1da543e
 @patch(as_prop=True)
 def device(self:CharModel) -> torch.device:
     "Where the parameters are."
