@@ -57,7 +57,9 @@ class Checkpoint(NamedTuple):
     path:Path # the file read
 
 # %% ../nbs/12_checkpoint.ipynb #8da9fbd5
-def _tensors_sha256(tensors:dict) -> str:
+def _tensors_sha256(tensors:dict, # name -> tensor
+                   ) -> str:
+    "A sha256 of `tensors`: each one's name, dtype, shape and bytes, in name order."
     h = hashlib.sha256()
     for k in sorted(tensors):
         t = tensors[k].detach().contiguous().cpu()
@@ -65,11 +67,13 @@ def _tensors_sha256(tensors:dict) -> str:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
+# %% ../nbs/12_checkpoint.ipynb #363a6946
 def _header_sha256(header:dict) -> str:
     "A sha256 of a checkpoint's header entries (all but this checksum itself)."
     entries = sorted((k, v) for k, v in header.items() if k != 'header_sha256')
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
+# %% ../nbs/12_checkpoint.ipynb #51e6c50e
 def write_checkpoint(path:str|Path, # the file to write (atomically)
                      tensors:dict, # name -> tensor
                      meta:dict, # name -> JSON-able value, stored in the header
@@ -92,6 +96,7 @@ def _checkpoint_file(path:Path) -> Path:
     if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file; check the path")
     return path
 
+# %% ../nbs/12_checkpoint.ipynb #971931c6
 def _header(path:Path, data:bytes) -> dict:
     "The safetensors header of `data`, or a `CheckpointError` saying what the file is instead."
     if data[8:9] != b'{':  # a safetensors file: an 8-byte header length, then the JSON header
@@ -171,6 +176,7 @@ def model_from_checkpoint(tensors:dict, # the tensors `read_checkpoint` returned
     model.summary = meta.get('summary') or {}
     return model.to(get_device(device)).eval()
 
+# %% ../nbs/12_checkpoint.ipynb #579116fa
 def load(path:str|Path, # a checkpoint file, or a run folder holding best.safetensors
          device='cpu', # where to put the model: a torch.device or 'cpu', 'cuda', 'auto', ...
         ) -> CharModel:
@@ -187,6 +193,7 @@ def bundled_model_path() -> Path:
                               "pass a checkpoint path")
     return p
 
+# %% ../nbs/12_checkpoint.ipynb #cf93e17c
 def bundled_model(device='cpu', # where to put it: a torch.device or 'cpu', 'cuda', 'auto', ...
                  ) -> CharModel:
     "The small LSTM trained on tiny Shakespeare that ships with charrnn, in eval mode."
@@ -232,6 +239,7 @@ def rng_state() -> dict:
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(), cuda=cuda)
 
+# %% ../nbs/12_checkpoint.ipynb #7ee626f7
 def set_rng_state(s:dict, # what `rng_state` returned
                  ):
     "Restore what `rng_state` returned."

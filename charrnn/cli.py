@@ -38,6 +38,7 @@ def _plain(t):
     read.__name__ = ' or '.join([kind.__name__, *map(repr, words)])
     return read
 
+# %% ../nbs/17_cli.ipynb #74969bfd
 def _show(v):
     "A default as --help shows it: 0.002, not 2e-03; 300, not 300.0."
     return f'{v:g}' if isinstance(v, float) else v
@@ -97,6 +98,7 @@ def _exit_if_signalled(learn, # the `Learner` that `train` returned
     if sig and learn.dist.enabled: _leave(128 + getattr(signal, sig))
     if sig: raise SystemExit(128 + getattr(signal, sig))
 
+# %% ../nbs/17_cli.ipynb #4981cfa9
 def _leave(status:int, # the exit status
           ):
     "End a torchrun process now, its files written and closed, without tearing down its process group."
@@ -176,6 +178,7 @@ EPILOG = {'train': "Settings left out come from the device's recipe, and so does
                    f"none of {flag('max_steps')}, {flag('epochs')} and {flag('time_limit')} is given; "
                    f"with {flag('resume')}, from the run being resumed."}
 
+# %% ../nbs/17_cli.ipynb #6f2b5e36
 def make_parser(cmd:str, # a command: a key of `COMMANDS`
                ) -> Parser:
     "The parser of `charrnn cmd`: its function's parameters, then a group of flags for each config's fields."
@@ -208,6 +211,7 @@ def _out_of_memory(cmd:str) -> str:
     smaller = f"{flag('batch_size')} or {flag('seq_len')}" if cmd == 'train' else flag('num_samples')
     return f"out of memory on the device; try a smaller {smaller}"
 
+# %% ../nbs/17_cli.ipynb #3ac2e4eb
 def _stopped_early(e:StoppedEarly, # the signal that stopped the run
                    args:dict, # the command's arguments
                   ) -> str:

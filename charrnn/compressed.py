@@ -91,6 +91,7 @@ def coder_model(checkpoint:str|Path|None, # a checkpoint file or run folder, or 
     model = model_from_checkpoint(ckpt.tensors, ckpt.meta, ckpt.path, 'cpu').float()
     return model, file_sha256(ckpt.path)
 
+# %% ../nbs/16a_compressed.ipynb #95c18669
 def _writable(path:Path, # the file about to be written
               force:bool, # replace it if it exists
               src:Path, # the input file: never the output

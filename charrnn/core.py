@@ -46,6 +46,7 @@ def _check_available(dev:torch.device, # a cuda or mps device
         raise ConfigError("device 'mps' was asked for, but Apple's MPS is not available here; "
                           "use --device cpu")
 
+# %% ../nbs/10_core.ipynb #cd781a20
 def _has_mps() -> bool:
     "Whether Apple's MPS device is available."
     return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
@@ -73,6 +74,7 @@ def _fsync_dir(d:Path): # the folder whose entries (a rename) must reach the dis
         finally: os.close(fd)
     except OSError: pass  # some systems cannot open or fsync a folder; the rename itself is still atomic
 
+# %% ../nbs/10_core.ipynb #f585d733
 def _umask() -> int:
     "The process's umask (reading it means setting it, so it is set back at once)."
     umask = os.umask(0)

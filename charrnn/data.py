@@ -68,6 +68,7 @@ def cache_dir() -> Path:
 class DownloadError(CharrnnError, OSError):
     "A corpus that could not be fetched, unpacked, built or saved, or that did not match its checksum."
 
+# %% ../nbs/11_data.ipynb #3453f235
 def make_cache_folder(d:Path, # the folder to create, with its parents
                      ) -> Path:
     "Create `d` if needed; `DownloadError` says how to pick another folder if it cannot be created."
@@ -87,6 +88,7 @@ def _unsaved(dest:Path, # the file that could not be written
     "The one-line error for a corpus that could not be saved into the cache."
     return DownloadError(f"could not save {dest} ({e.strerror}); set CHARRNN_CACHE to a writable folder")
 
+# %% ../nbs/11_data.ipynb #7cdc9ff1
 def _unpack(src, # a gzip file shipped in the package (a `Path` or an `importlib.resources` file)
             dest:Path, # the file to create
             sha256:str, # the expected sha256 of the unpacked bytes
@@ -141,6 +143,7 @@ def _module_text(p:Path, # a module of python-stdlib
     except UnicodeDecodeError: return b''
     return STDLIB_HEADER.format(p.name).encode() + src + (b'\n' if src.endswith(b'\n') else b'\n\n')
 
+# %% ../nbs/11_data.ipynb #85f11229
 def stdlib_text(folder:str|Path|None=None, # a standard library's folder (default: this Python's)
                ) -> bytes:
     "python-stdlib's bytes: the modules of `stdlib_files` in turn; `DownloadError` if there are none."
@@ -175,6 +178,7 @@ def note_once(msg:str, # what to say, once per process
         _noted.add(msg)
         print(f"note: {msg}", file=sys.stderr)
 
+# %% ../nbs/11_data.ipynb #f9655792
 def _unrecorded(name:str, # the corpus
                 recorded:str, # the sha256 recorded for this Python ('': none)
                 size:int, # the bytes built
@@ -224,6 +228,7 @@ def _cached_corpus(p:Path, # the path of a text
     found = (name for name, c in CORPORA.items() if real == os.path.realpath(cache_dir()/c.file))
     return next(found, None)
 
+# %% ../nbs/11_data.ipynb #a6c11d8e
 def resolve_text_path(text:str|Path, # the path of a text file, or a corpus name (a key of `CORPORA`)
                      ) -> Path:
     "The file that `text` names: a path as it is, else (or if it is a corpus's cached copy) a checked copy."

@@ -168,6 +168,7 @@ def _recurrent(model, # any model
     "Whether `model` is a `CharModel` with LSTM or GRU layers: the models `Decoder` knows."
     return isinstance(model, CharModel) and model.cfg.cell in ('lstm', 'gru')
 
+# %% ../nbs/15_decoding.ipynb #e236c753
 def _decoder(model, # the model, in eval mode
              weights:str, # 'fp32' (exact) or 'int8'
             ) -> Decoder:

@@ -45,6 +45,7 @@ def _recorded_corpus(model:CharModel, # the model whose training text to find
     raise CharrnnError(f"{flag('ngram')} fits its model on the text the model was trained on, but {where}; "
                        f"pass a text with {flag('train_text')} PATH")
 
+# %% ../nbs/17a_evaluation.ipynb #8bed2e86
 def _ngram_text(model:CharModel, # the model whose training text to find
                 train_text:str|None, # --train-text, if given
                ) -> tuple[str, str]:
@@ -56,7 +57,6 @@ def _ngram_text(model:CharModel, # the model whose training text to find
     val_frac = (model.summary.get('train_config') or {}).get('val_frac', 0.1)
     what = f"the first {1 - val_frac:.0%} of {path}, the model's training split"
     return split_data(read_text(path), val_frac)[0], what
-
 
 # %% ../nbs/17a_evaluation.ipynb #e7a10011
 def _ngram_bits(order:int, # the n-gram order

@@ -97,6 +97,7 @@ def sampler(self:Explorer) -> Sampler:
     k = v['top_k'] if v['top_k'] < len(self.model.vocab) else None
     return Sampler(v['temperature'], k, v['top_p'] if v['top_p'] < 1 else None, v['min_p'] or None)
 
+# %% ../nbs/19_explorer.ipynb #5a22a856
 @patch
 def update(self:Explorer, change=None, # what changed (from ipywidgets' `observe`; not needed)
           ):

@@ -208,6 +208,7 @@ def joined(train:np.ndarray, # the training text's ids
         parts += [q, [top + 1 + i]]
     return np.concatenate(parts).astype(np.int64)
 
+# %% ../nbs/18_ngram.ipynb #eaa67e99
 def train_neighbours(sa:np.ndarray, # the suffix array: suffixes in sorted order
                      n_train:int, # suffixes starting below this are the training text's
                     ) -> tuple:

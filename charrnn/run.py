@@ -115,6 +115,7 @@ def _same_folder(out:Path, # the run folder
     folder = source if source.is_dir() else source.parent
     return out.exists() and folder.exists() and os.path.samefile(out, folder)
 
+# %% ../nbs/16_run.ipynb #4949425c
 def check_out(run:RunDir, # the run folder asked for
               resume:bool, # whether the run continues the one in it
               source:Path|None=None, # the checkpoint file or run folder a new run starts from, if any
@@ -201,6 +202,7 @@ def _callbacks(cfg:TrainConfig, run:RunDir|None, corpus:dict, dist:Dist) -> list
     cbs = [SignalCB(), DivergenceCB(run, dist)] + ([TimeLimitCB()] if cfg.time_limit else [])
     return cbs + ([CheckpointCB(run, corpus, dist)] if run is not None else [])
 
+# %% ../nbs/16_run.ipynb #292e1ed2
 def _learner(text:str|Path|None, # the text file or corpus name (None: the resumed run's own)
              run:RunDir|None, # the run folder, if any
              start:Start, # how the run starts (`resolve_start`)

@@ -85,6 +85,7 @@ def build_model(vocab:Vocab, # the run's vocabulary
     if origin: model.summary['init_from'] = origin
     return model
 
+# %% ../nbs/15a_start.ipynb #fed91f0b
 def source_line(start:Start, # a fine-tuned start
                 vocab:Vocab, # the run's vocabulary
                ) -> str:

@@ -21,6 +21,7 @@ __all__ = ['CHUNK', 'BOM', 'FIFO_WAIT', 'MAGIC', 'TextIds', 'encode_file', 'ids_
 CHUNK = 1 << 22  # bytes read at a time (4 MiB): the working memory is a few times this, for any text
 BOM = b'\xef\xbb\xbf'  # the UTF-8 byte-order mark, dropped from the start of a text
 
+# %% ../nbs/11a_textcache.ipynb #c4b0b5ea
 def _cut(data:bytes, # bytes read so far and not yet used
          last:bool, # the end of the file was reached
         ) -> int:
@@ -112,6 +113,7 @@ def _new_chars(data:bytes|None, # the piece, if it is ASCII
         return np.unique(np.frombuffer(data.translate(None, known), np.uint8))
     return np.unique(codes[~seen[codes]])
 
+# %% ../nbs/11a_textcache.ipynb #1fb79291
 def _lookup(lut:np.ndarray, # the id of every code point
             data:bytes|None, # the piece, if it is ASCII
             codes:np.ndarray, # its code points
@@ -165,6 +167,7 @@ def _widen(ids:np.ndarray, # the ids array
     wide[:n] = ids[:n]
     return wide
 
+# %% ../nbs/11a_textcache.ipynb #cc5b88c5
 def _room(ids:np.ndarray, # the ids array
           n:int, # how many are written
           n_chars:int, # characters in the vocabulary so far
@@ -198,6 +201,7 @@ def ids_file(sha256:str, # the text's sha256
     "Where the ids of the text with `sha256` are cached."
     return cache_dir()/'ids'/f'{sha256}.ids'
 
+# %% ../nbs/11a_textcache.ipynb #1118fdae
 def _ids_header(meta:bytes, # the header's JSON
                 ids:np.ndarray, # the ids that follow it
                ) -> bytes:
@@ -214,6 +218,7 @@ def _stop(signum, frame): # what `signal.signal` passes to a handler
     "A SIGTERM handler: raise `_Terminated`."
     raise _Terminated()
 
+# %% ../nbs/11a_textcache.ipynb #1bf8f91b
 @contextlib.contextmanager
 def _sigterm_raises():
     "In the block, SIGTERM (unless handled) raises, so `finally` clauses run; then the process dies of it."
@@ -228,6 +233,7 @@ def _sigterm_raises():
     finally:
         if own: signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+# %% ../nbs/11a_textcache.ipynb #8e3b2388
 def _save_ids(dest:Path, # the cache file
               vocab:Vocab, # the text's vocabulary
               ids:np.ndarray, # its ids
