@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: machine info, the lesson baseline, output as JSON lines and a table."""
+"""Shared helpers for the benchmark scripts: machine info, the lesson baseline, JSON lines and a table."""
 import json, os, platform, subprocess, sys, time
 from pathlib import Path
 
@@ -16,7 +16,9 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
     except OSError: pass
     info = dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
                 python=platform.python_version())
@@ -33,7 +35,9 @@ def emit(record:dict):
 
 def table(rows:list, cols:list) -> str:
     "A markdown table of `rows` (dicts) with columns `cols`."
-    fmt = lambda v: f'{v:,.0f}' if isinstance(v, (int, float)) and abs(v) >= 100 else (f'{v:.3f}' if isinstance(v, float) else str(v))
+    def fmt(v):
+        if isinstance(v, (int, float)) and abs(v) >= 100: return f'{v:,.0f}'
+        return f'{v:.3f}' if isinstance(v, float) else str(v)
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     lines += ['| ' + ' | '.join(fmt(r.get(c, '')) for c in cols) + ' |' for r in rows]
     return '\n'.join(lines)
@@ -48,6 +52,11 @@ def run_baseline(text=CORPUS, steps:int=10, gen:int=300, gpu:bool=False, train:b
     res = json.loads(out.strip().splitlines()[-1])
     res['wall_s'] = round(time.perf_counter() - t, 1)
     return res
+
+
+def summary(doc:str) -> str:
+    "The first paragraph of a docstring on one line: the description `--help` prints."
+    return ' '.join(doc.split('\n\n')[0].split())
 
 
 def sync(device):

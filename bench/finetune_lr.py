@@ -1,14 +1,15 @@
 """Fine-tuning learning rate: the bundled model fine-tuned on the sonnets at several learning rates.
 
-Each run is `charrnn.run.train('sonnets', init_from='bundled', lr=LR, ...)` with the CPU recipe's batches (32 windows
-of 100 characters), 50 warm-up steps and cosine decay over `--steps`, validated every 25 steps on the sonnets' last
-tenth (9,573 characters). Prints a JSON line per run and a table: the validation loss before any step, the best one and
-its step, and the last. `charrnn.run.FINE_TUNE_LR` is the best of these.
+Each run is `charrnn.run.train('sonnets', init_from='bundled', lr=LR, ...)` with the CPU recipe's batches (32
+windows of 100 characters), 50 warm-up steps and cosine decay over `--steps`, validated every 25 steps on the
+sonnets' last tenth (9,573 characters). Prints a JSON line per run and a table: the validation loss before any
+step, the best one and its step, and the last. `charrnn.run.FINE_TUNE_LR` is the best of these.
 
     OMP_NUM_THREADS=1 python bench/finetune_lr.py [--lrs 3e-4 1e-3 2e-3 3e-3] [--steps 200] [--device cpu]
 
-Measured 2026-11-29 on the shared 2-core CPU (load ~10, one thread each; the same runs, `grow_vocab` + `Learner` with
-these settings, as a script before this one existed; this script reproduces step 0 to the printed digit, 1.649):
+Measured 2026-11-29 on the shared 2-core CPU (load ~10, one thread each; the same runs, `grow_vocab` +
+`Learner` with these settings, as a script before this one existed; this script reproduces step 0 to the
+printed digit, 1.649):
 
 | lr | val_step0 | best_val | best_step | last_val (step 200) |
 |---|---|---|---|---|
@@ -16,7 +17,8 @@ these settings, as a script before this one existed; this script reproduces step
 | 1e-3 | 1.649 | 1.4001 | 200 | 1.4001 |
 | 3e-3 | 1.649 | 1.4008 | 75 | 1.4157 |
 
-1e-3 ends lowest; 3e-3 gets nearly as low at step 75, then rises as it forgets; 3e-4 is still 0.04 above at step 200.
+1e-3 ends lowest; 3e-3 gets nearly as low at step 75, then rises as it forgets; 3e-4 is still 0.04 above at
+step 200.
 """
 import argparse, time
 from _common import machine, emit, table
@@ -37,9 +39,13 @@ for lr in a.lrs:
     t = time.perf_counter()
     learn = train('sonnets', init_from='bundled', device=a.device, lr=lr, max_steps=a.steps, eval_every=25,
                   batch_size=32, seq_len=100, quiet=True)
-    start = evaluate(grow_vocab(bundled_model(), learn.model.vocab).to(learn.device), eval_batcher(learn.val_ids), learn.cfg.precision)
-    r = dict(figure='finetune_lr', lr=lr, steps=a.steps, val_step0=round(start, 4), best_val=round(learn.best_val, 4),
-             best_step=learn.best_step, last_val=round(learn.history.evals[-1]['val_loss'], 4), seconds=round(time.perf_counter() - t))
-    emit(r); rows.append(r)
+    before = grow_vocab(bundled_model(), learn.model.vocab).to(learn.device)  # the model before any step
+    start = evaluate(before, eval_batcher(learn.val_ids), learn.cfg.precision)
+    last = learn.history.evals[-1]['val_loss']
+    r = dict(figure='finetune_lr', lr=lr, steps=a.steps, val_step0=round(start, 4),
+             best_val=round(learn.best_val, 4), best_step=learn.best_step, last_val=round(last, 4),
+             seconds=round(time.perf_counter() - t))
+    emit(r)
+    rows.append(r)
 print()
 print(table(rows, ['lr', 'val_step0', 'best_val', 'best_step', 'last_val', 'seconds']))

@@ -75,7 +75,10 @@ class LessonLSTM(nn.Module):
     "The lesson's model: one-hot input straight into nn.LSTM, dropout, a linear layer over the outputs."
     def __init__(self, chars, hidden, layers, dropout=0.5, gpu=False):
         super().__init__()
-        self.chars, self.hidden, self.layers, self.gpu = chars, hidden, layers, gpu
+        self.chars = chars
+        self.hidden = hidden
+        self.layers = layers
+        self.gpu = gpu
         self.itos = dict(enumerate(chars))
         self.stoi = {c: i for i, c in self.itos.items()}
         self.lstm = nn.LSTM(len(chars), hidden, layers, dropout=dropout, batch_first=True)
@@ -145,14 +148,17 @@ def main():
     chars = set(text)   # the lesson's vocabulary: a set, in whatever order it iterates
     stoi = {c: i for i, c in enumerate(chars)}
     ids = np.array([stoi[c] for c in text])
-    torch.manual_seed(a.seed); np.random.seed(a.seed)
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
     model = LessonLSTM(chars, a.hidden, a.layers, gpu=a.gpu)
     model.stoi, model.itos = stoi, dict(enumerate(chars))
     if a.gpu: model.cuda()
     step_s = None if a.no_train else train_steps(model, ids, a)
     with torch.no_grad():
         sample(model, 20, prime='The ', k=3)            # warm-up
-        t0 = time.perf_counter(); sample(model, a.gen, prime='The ', k=3); gen_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sample(model, a.gen, prime='The ', k=3)
+        gen_s = time.perf_counter() - t0
     print(json.dumps({'impl': 'original_lesson', 'device': 'cuda' if a.gpu else 'cpu',
                       'train_ms_per_step': step_s and round(1000 * step_s, 2),
                       'train_chars_per_s': step_s and round(a.batch * a.seq / step_s),

@@ -13,7 +13,7 @@ the recipe's 2-core target does. A line is printed per candidate as it ends (its
 validation loss in nats) and the whole table at the end; `--out` receives `results.json` (the machine, the
 recipe, every candidate's settings and result, each validation) and `results.csv`.
 
-    python bench/recipe_search.py --out runs/search     # 16 candidates, 180 s each, cores/2 at a time
+    python bench/recipe_search.py --out runs/search     # 20 candidates, 180 s each, cores/2 at a time
     python bench/recipe_search.py --out /tmp/smoke --parallel 1 --cores-per 1 --seconds 5 --candidates 2 \\
         --eval-every 20 --val-chars 5000                              # a smoke run (no figures worth quoting)
 
@@ -46,6 +46,11 @@ CHANGES = [  # each candidate's changes to the recipe; the first, none, is the r
     dict(hidden=320, layers=3),
     dict(dropout=0.1),
     dict(weight_decay=0.05, dropout=0.1),
+    # added after the first search (issue 23, stop 26): the two best changes together, and a cheaper cell
+    dict(lr=5e-3, seq_len=64),
+    dict(cell='gru', lr=5e-3),
+    dict(lr=5e-3, seq_len=64, batch_size=48),
+    dict(cell='gru', lr=5e-3, seq_len=64, hidden=448),
 ]
 
 
@@ -56,12 +61,12 @@ def settings_of(change:dict) -> dict:
     return {**base, **change}
 
 
-def best_of(learn) -> tuple:
-    "(best validation loss, its step, every validation as (step, loss)) of a finished learner."
+def best_of(learn) -> dict:
+    "The best validation loss of a finished learner, its step, and every validation as (step, loss)."
     evals = [(e['step'], e['val_loss']) for e in learn.history.evals if e.get('val_loss') is not None]
-    if not evals: return float('nan'), 0, []
+    if not evals: return dict(best_val=float('nan'), best_step=0, evals=[])
     step, loss = min(evals, key=lambda e: e[1])
-    return loss, step, evals
+    return dict(best_val=loss, best_step=step, evals=evals)
 
 
 def worker(job:dict):
@@ -73,8 +78,7 @@ def worker(job:dict):
     learn = train('tinyshakespeare', out=None, device='cpu', quiet=True, seed=0, time_limit=job['seconds'],
                   eval_every=job['eval_every'], val_chars=job['val_chars'], precision=job['precision'],
                   **job['settings'])
-    loss, step, evals = best_of(learn)
-    print(json.dumps(dict(steps=learn.step, best_val=loss, best_step=step, evals=evals,
+    print(json.dumps(dict(steps=learn.step, **best_of(learn),
                           wall_s=round(time.perf_counter() - t, 1), threads=torch.get_num_threads())))
 
 

@@ -32,8 +32,10 @@ from charrnn.generation import Sampler, generate_ids
 from charrnn.model import CharModel
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument('--device', default='auto'); ap.add_argument('--chars', type=int, default=4000)
-ap.add_argument('--rounds', type=int, default=3); ap.add_argument('--batch64-chars', type=int, default=500)
+ap.add_argument('--device', default='auto')
+ap.add_argument('--chars', type=int, default=4000)
+ap.add_argument('--rounds', type=int, default=3)
+ap.add_argument('--batch64-chars', type=int, default=500)
 a = ap.parse_args()
 device = get_device(a.device)
 info = machine()
@@ -50,22 +52,26 @@ def chars_per_s(n:int, batch:int=1, fast:bool=True, weights:str='fp32') -> float
     "charrnn's sampling rate in this process (after a warm-up of 64 characters)."
     s = Sampler(**rule, weights=weights)
     generate_ids(model, 'The ', 64, num_samples=batch, seed=1, sampler=s, fast=fast)
-    sync(device); t = time.perf_counter()
+    sync(device)
+    t = time.perf_counter()
     generate_ids(model, 'The ', n, num_samples=batch, seed=1, sampler=s, fast=fast)
-    sync(device); return n * batch / (time.perf_counter() - t)
+    sync(device)
+    return n * batch / (time.perf_counter() - t)
 
 
 def whole_cli(ckpt:Path, n:int) -> float:
     "Characters per second of the whole `charrnn generate` process, start-up included."
     cmd = [sys.executable, '-m', 'charrnn', 'generate', str(ckpt), '--length', str(n), '--top-k', '3',
            '--temperature', '1', '--seed', '1', '--device', str(device)]
-    t = time.perf_counter(); subprocess.run(cmd, check=True, capture_output=True)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
     return n / (time.perf_counter() - t)
 
 
 rounds = []
 with tempfile.TemporaryDirectory() as tmp:
-    ckpt = save(model.cpu(), Path(tmp)/'lstm3x512.safetensors'); model.to(device)
+    ckpt = save(model.cpu(), Path(tmp)/'lstm3x512.safetensors')
+    model.to(device)
     for r in range(a.rounds):
         got = {'lesson': run_baseline(gen=a.chars, gpu=device.type == 'cuda', train=False)['gen_chars_per_s']}
         for name, kw in impls.items(): got[name] = chars_per_s(a.chars, **kw)

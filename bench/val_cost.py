@@ -1,9 +1,10 @@
 """What one validation costs, against one training step, for the CPU recipe's model (issue 14: `--val-chars`).
 
-Runs the CPU recipe's LSTM (2×384) on tiny Shakespeare: for each N given, one validation of the first N characters
-of the validation text, between two timings of training steps of the recipe (batch 32 × 100). It prints seconds of
-CPU (process time, so a busy machine changes the figures little; run it with OMP_NUM_THREADS=1, so that no thread
-spins) and the ratio: how many training steps one validation of N characters costs.
+Runs the CPU recipe's LSTM (2×384) on tiny Shakespeare: for each N given, one validation of the first N
+characters of the validation text, between two timings of training steps of the recipe (batch 32 × 100). It
+prints seconds of CPU (process time, so a busy machine changes the figures little; run it with
+OMP_NUM_THREADS=1, so that no thread spins) and the ratio: how many training steps one validation of N
+characters costs.
 
     OMP_NUM_THREADS=1 python bench/val_cost.py 16385 111539
 """
@@ -17,11 +18,14 @@ from charrnn.run import RECIPES, prepare_text
 from charrnn.training import Learner, TrainConfig, evaluate
 from charrnn.precision import bf16_supported
 
-vocab, train_ids, val_ids, _ = prepare_text('tinyshakespeare')
+prepared = prepare_text('tinyshakespeare')  # the vocabulary, training ids, validation ids, facts
+vocab = prepared[0]
+train_ids, val_ids = prepared[1:3]
 r = RECIPES['cpu']
 torch.manual_seed(0)
 model = CharModel(vocab, **r['model'])
-learn = Learner(model, train_ids, val_ids, TrainConfig(**{**r['train'], 'time_limit': None, 'max_steps': 10**6}), quiet=True)
+cfg = TrainConfig(**{**r['train'], 'time_limit': None, 'max_steps': 10**6})
+learn = Learner(model, train_ids, val_ids, cfg, quiet=True)
 print(f"torch threads {torch.get_num_threads()}, bf16 {bf16_supported(torch.device('cpu'))}", flush=True)
 
 
@@ -37,9 +41,11 @@ evaluate(model, eval_batcher(val_ids[:20_000]))  # warm up
 for n in [int(a) for a in sys.argv[1:]] or [16_385, 111_539]:
     b = eval_batcher(val_ids[:n])
     s0 = step_seconds()
-    t = time.process_time(); evaluate(model, b); t = time.process_time() - t
+    t = time.process_time()
+    evaluate(model, b)
+    t = time.process_time() - t
     s = (s0 + step_seconds()) / 2
     chars = b.batch_size * b.n
-    print(f"N={n:>9,}: {chars:>9,} characters scored ({b.batch_size} streams × {b.n}); validation {t:6.2f} s CPU, "
-          f"{t / chars * 1e6:5.1f} µs per character; a training step {s * 1e3:5.0f} ms CPU; "
-          f"one validation = {t / s:5.1f} steps", flush=True)
+    print(f"N={n:>9,}: {chars:>9,} characters scored ({b.batch_size} streams × {b.n}); "
+          f"validation {t:6.2f} s CPU, {t / chars * 1e6:5.1f} µs per character; "
+          f"a training step {s * 1e3:5.0f} ms CPU; one validation = {t / s:5.1f} steps", flush=True)

@@ -29,8 +29,9 @@ pinned by tests/test_docs_site.py's `test_the_nbdev_the_docs_rely_on`, which nam
   (`[source](url){target="_blank"}`, `::: {.callout-note}` divs, `{#id}` on headings) turned into HTML;
 - links between notebooks (`02_model.ipynb#x` -> `model.html#x`) and absolute links into the
   published site (`doc_host` + `doc_baseurl`, as nbdev writes them) made relative;
-- figures from cell outputs embedded as data URIs; `nbs/styles.css` copied and linked; no script
-  and nothing fetched from the network.
+- figures from cell outputs embedded as data URIs; the page shell's own stylesheet (`tools/site.css` and
+  pygments' colours) and `nbs/styles.css` written beside the pages and linked; no script and nothing
+  fetched from the network.
 
 The output depends only on the notebooks, the package and settings.ini: every notebook is
 processed afresh each time (nbdev's `_proc/` cache can keep links that are out of date);
@@ -75,7 +76,8 @@ def nbdev_processing(workers:int, cached:bool) -> tuple[Path, Path]:
     # nbdev warns about every cell that mixes imports with other code (it runs such cells to make
     # show_doc work), also where that works; keep that out of the log: a cell that fails stops the build.
     quiet = 'ignore:Found cells containing imports:UserWarning'
-    os.environ['PYTHONWARNINGS'] = ','.join(filter(None, [os.environ.get('PYTHONWARNINGS'), quiet]))  # the workers
+    # nbdev's worker processes read it from the environment
+    os.environ['PYTHONWARNINGS'] = ','.join(filter(None, [os.environ.get('PYTHONWARNINGS'), quiet]))
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Found cells containing imports')
         try: cache = proc_nbs(nbs, n_workers=workers, force=not cached)
@@ -83,28 +85,32 @@ def nbdev_processing(workers:int, cached:bool) -> tuple[Path, Path]:
     return nbs, Path(cache)
 
 
+_re_error_line = r'^(\w+(?:Error|Exception|Exit)\b.*)$'
+
 def proc_error(e:Exception) -> str:
     "What went wrong in nbdev's processing, and what to do about it."
     why = ''
     for c in (e.__cause__, e.__context__):
         if c is None: continue
-        errs = re.findall(r'^(\w+(?:Error|Exception|Exit)\b.*)$', str(c), re.MULTILINE) if 'Traceback' in str(c) else [f'{type(c).__name__}: {c}']
+        errs = [f'{type(c).__name__}: {c}']
+        if 'Traceback' in str(c): errs = re.findall(_re_error_line, str(c), re.MULTILINE)
         errs = [o for o in errs if not o.startswith('Exception: Error in notebook')]
         if errs:
             why = errs[0]
             break
-    return (f"nbdev could not process the notebooks for the docs (nbdev_docs fails the same way with Quarto):\n{e}\n"
-            + (f"-> {why}\n" if why else '') +
-            "\nTo build docs nbdev runs only some cells of each notebook, in one shell per notebook: exported cells, "
-            "show_doc cells and every cell that contains an import; all other cells are skipped. A cell that mixes an "
-            "import with code needing a skipped cell fails like this: move its imports into a cell of their own "
-            "(nbdev's FAQ: 'Found cells containing imports and other code').")
+    return ("nbdev could not process the notebooks for the docs (nbdev_docs fails the same way with Quarto):"
+            f"\n{e}\n" + (f"-> {why}\n" if why else '') +
+            "\nTo build docs nbdev runs only some cells of each notebook, in one shell per notebook: "
+            "exported cells, show_doc cells and every cell that contains an import; all other cells are "
+            "skipped. A cell that mixes an import with code needing a skipped cell fails like this: move "
+            "its imports into a cell of their own (nbdev's FAQ: 'Found cells containing imports and other "
+            "code').")
 
 
 _DOC_EXTS = ('.ipynb', '.qmd', '.md')
 
 def _front_order(path:Path):
-    "The numeric `order` in a notebook's or markdown file's front matter, if any (Quarto sorts auto entries by it)."
+    "The numeric `order` in a notebook's or markdown file's front matter, if any (Quarto sorts by it)."
     import yaml
     try:
         if path.suffix == '.ipynb':
@@ -119,7 +125,7 @@ def _front_order(path:Path):
 
 
 def expand_contents(spec, nbs:Path) -> list[str]:
-    "A sidebar `contents` string as Quarto expands it: a file, a folder (recursive) or a glob; sorted by `order`, then name."
+    "A sidebar `contents` entry as Quarto expands it (a file, a folder, a glob), sorted by `order`, name."
     spec = str(spec).strip().lstrip('/')
     if spec == 'auto': spec = '**/*'
     if (nbs/spec).is_file(): return [spec]
@@ -131,8 +137,8 @@ def expand_contents(spec, nbs:Path) -> list[str]:
 
 
 def sidebar_sections(nbs:Path) -> list[tuple[str|None, list[str]]]:
-    """The sidebar of `nbs/sidebar.yml` as (section title or None, page sources) groups, in order, patterns expanded;
-    then any notebook it does not reach, in a last untitled group (Quarto builds those pages too)."""
+    """The sidebar of `nbs/sidebar.yml` as (section title or None, page sources) groups, in order, patterns
+    expanded; then any notebook it does not reach, in a last untitled group (Quarto builds those too)."""
     import yaml
     side = yaml.safe_load((nbs/'sidebar.yml').read_text()) if (nbs/'sidebar.yml').exists() else {}
     contents = ((side or {}).get('website', {}).get('sidebar', {}) or {}).get('contents') or 'auto'
@@ -157,11 +163,12 @@ def sidebar_sections(nbs:Path) -> list[tuple[str|None, list[str]]]:
     walk(contents, None)
     rest = [s for s in expand_contents('**/*.ipynb', nbs) if s not in seen]
     if rest:
-        print(f'  warning: no entry of {nbs.name}/sidebar.yml matches {", ".join(rest)}: listed after its sections')
+        print(f'  warning: no entry of {nbs.name}/sidebar.yml matches {", ".join(rest)}: '
+              'listed after its sections')
         add(None, rest)
     return groups
 
-# ------------------------------------------------------------------ Quarto/pandoc bits nbconvert does not know
+# ------------------------------------------------------------ Quarto/pandoc bits nbconvert does not know
 
 _re_qopt = re.compile(r'^\s*#\|\s*([\w-]+)\s*:\s*(.*?)\s*$')
 
@@ -257,8 +264,9 @@ def read_frontmatter(nb) -> dict:
 
 
 def prepare_nb(nb, md=pandoc_md):
-    "Apply Quarto's cell options to a processed notebook, and `md` to its markdown (cells and outputs), in place."
-    # saved widget state would make nbconvert show a widget view the static site cannot run; the text/html fallback shows
+    "Apply Quarto's cell options to a processed notebook and `md` to its markdown (cells, outputs), in place."
+    # saved widget state would make nbconvert show a widget view the static site cannot run;
+    # without it, the text/html fallback shows
     nb.metadata.pop('widgets', None)
     cells = []
     for cell in nb.cells:
@@ -271,16 +279,19 @@ def prepare_nb(nb, md=pandoc_md):
                 cell.metadata.setdefault('transient', {})['remove_source'] = True
             if opts.get('output') is False: cell.outputs = []
             if opts.get('warning') is False:
-                cell.outputs = [o for o in cell.outputs if not (o.output_type == 'stream' and o.name == 'stderr')]
+                cell.outputs = [o for o in cell.outputs
+                                if not (o.output_type == 'stream' and o.name == 'stderr')]
             fold = opts.get('code-fold')
             if fold not in (None, False, 'false'):
-                cell.metadata['charrnn_fold'] = {'open': fold == 'show', 'summary': str(opts.get('code-summary') or 'Code')}
+                summary = str(opts.get('code-summary') or 'Code')
+                cell.metadata['charrnn_fold'] = {'open': fold == 'show', 'summary': summary}
             if opts.get('fig-cap'): cell.metadata['charrnn_figcap'] = str(opts['fig-cap'])
             alt = opts.get('fig-alt') or opts.get('fig-cap')
             if alt: cell.metadata['alt'] = str(alt)
             for o in cell.outputs:
                 mdo = o.get('data', {}).get('text/markdown')
-                if mdo is not None: o.data['text/markdown'] = md(''.join(mdo) if isinstance(mdo, list) else mdo)
+                if mdo is None: continue
+                o.data['text/markdown'] = md(''.join(mdo) if isinstance(mdo, list) else mdo)
             if not cell.outputs and cell.metadata.get('transient', {}).get('remove_source'): continue
         elif cell.cell_type == 'raw':
             fmt = (cell.metadata.get('format') or cell.metadata.get('raw_mimetype') or '').lower()
@@ -317,7 +328,8 @@ def exporter():
     if _exporter is None:
         from jinja2 import DictLoader
         from nbconvert import HTMLExporter
-        _exporter = HTMLExporter(template_name='basic', extra_loaders=[DictLoader({'charrnn_page.html.j2': _TEMPLATE})],
+        loader = DictLoader({'charrnn_page.html.j2': _TEMPLATE})
+        _exporter = HTMLExporter(template_name='basic', extra_loaders=[loader],
                                  template_file='charrnn_page.html.j2', exclude_input_prompt=True,
                                  exclude_output_prompt=True, exclude_anchor_links=True)
     return _exporter
@@ -326,26 +338,31 @@ def exporter():
 
 def page_shell(*, title, description, body, site, pages, current, toc, prev, next_, root) -> str:
     e = html.escape
-    def item(p): return (f'<li><a href="{root}{p["out"]}"' + (' class="active" aria-current="page"' if p['out'] == current else '')
-                         + f'>{e(p["title"])}</a></li>')
+    def item(p):
+        active = ' class="active" aria-current="page"' if p['out'] == current else ''
+        return f'<li><a href="{root}{p["out"]}"{active}>{e(p["title"])}</a></li>'
     groups = []
     for p in pages:
         if not groups or groups[-1][0] != p.get('section'): groups.append((p.get('section'), []))
         groups[-1][1].append(item(p))
-    side = '\n'.join((f'<li class="sidebar-section"><span class="sidebar-section-title">{e(sec)}</span><ul>\n'
-                      + '\n'.join(items) + '\n</ul></li>') if sec else '\n'.join(items) for sec, items in groups)
+    def group(sec, items):
+        if not sec: return '\n'.join(items)
+        return (f'<li class="sidebar-section"><span class="sidebar-section-title">{e(sec)}</span><ul>\n'
+                + '\n'.join(items) + '\n</ul></li>')
+    side = '\n'.join(group(sec, items) for sec, items in groups)
     toc_html = ''
     if toc:
         items = '\n'.join(f'<li class="toc-h{lvl}"><a href="#{e(i)}">{e(t)}</a></li>' for lvl, i, t in toc)
-        toc_html = f'<nav class="toc" aria-label="On this page"><h2>On this page</h2><ul>\n{items}\n</ul></nav>'
+        toc_html = ('<nav class="toc" aria-label="On this page"><h2>On this page</h2>'
+                    f'<ul>\n{items}\n</ul></nav>')
     nav = ''
     if prev or next_:
-        nav = ('<nav class="page-navigation">'
-               + (f'<a class="prev" href="{root}{prev["out"]}">&larr; {e(prev["title"])}</a>' if prev else '<span></span>')
-               + (f'<a class="next" href="{root}{next_["out"]}">{e(next_["title"])} &rarr;</a>' if next_ else '')
-               + '</nav>')
+        back = f'<a class="prev" href="{root}{prev["out"]}">&larr; {e(prev["title"])}</a>' if prev else ''
+        on = f'<a class="next" href="{root}{next_["out"]}">{e(next_["title"])} &rarr;</a>' if next_ else ''
+        nav = f'<nav class="page-navigation">{back or "<span></span>"}{on}</nav>'
     desc = f'\n<p class="description">{e(description)}</p>' if description else ''
-    repo = f'<a class="repo-link" href="{e(site["repo_url"])}">Source on GitHub</a>' if site.get('repo_url') else ''
+    repo = ''
+    if site.get('repo_url'): repo = f'<a class="repo-link" href="{e(site["repo_url"])}">Source on GitHub</a>'
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -377,7 +394,7 @@ def page_shell(*, title, description, body, site, pages, current, toc, prev, nex
 
 
 def fix_html(doc:str, *, link_map:dict, site_prefix:str, page_dir:str) -> tuple[str, list]:
-    "Heading ids, anchors, relative links and Quarto's class names in a rendered page body; returns (html, toc)."
+    "Heading ids, anchors, relative links and Quarto's class names in a rendered page body; -> (html, toc)."
     from bs4 import BeautifulSoup
     soup = main = BeautifulSoup(doc, 'html.parser')
     for el in soup.select('[id^="cell-id="]'): del el['id']    # nbdev's new cells get random ids
@@ -395,7 +412,8 @@ def fix_html(doc:str, *, link_map:dict, site_prefix:str, page_dir:str) -> tuple[
         used.add(hid)
         h['id'] = hid
         h['class'] = (h.get('class') or []) + ['anchored']
-        a = soup.new_tag('a', attrs={'class': 'anchor-link', 'href': f'#{hid}', 'aria-label': 'Link to this section'})
+        attrs = {'class': 'anchor-link', 'href': f'#{hid}', 'aria-label': 'Link to this section'}
+        a = soup.new_tag('a', attrs=attrs)
         a.string = '#'
         h.append(a)
         in_api = h.find_parent(class_='output_markdown') is not None
@@ -421,83 +439,29 @@ def rewrite_link(href:str, link_map:dict, site_prefix:str, page_dir:str) -> str:
     "Links to notebooks and to the published site, as relative links to the pages built here."
     if site_prefix and href.startswith(site_prefix):
         href = href[len(site_prefix):].lstrip('/') or 'index.html'
-        href = os.path.relpath(href.split('#')[0], page_dir or '.') + ('#' + href.split('#', 1)[1] if '#' in href else '')
+        page = href.split('#')[0]
+        href = os.path.relpath(page, page_dir or '.') + href[len(page):]   # and the '#fragment', if any
     parts = urlsplit(href)
     if parts.scheme or parts.netloc or not parts.path: return href
     path = parts.path
     target = os.path.normpath(os.path.join(page_dir, path)) if page_dir else os.path.normpath(path)
     if target in link_map:  # a page built here (a link to any other notebook is left broken, for the tests)
         path = os.path.relpath(link_map[target], page_dir or '.')
-        return path + (f'?{parts.query}' if parts.query else '') + (f'#{parts.fragment}' if parts.fragment else '')
+        query = f'?{parts.query}' if parts.query else ''
+        return path + query + (f'#{parts.fragment}' if parts.fragment else '')
     return href
 
 # ------------------------------------------------------------------ the site
 
-_SITE_CSS = """
-:root { --fg:#212529; --muted:#6c757d; --accent:#2780e3; --border:#dee2e6; --code-bg:#f7f7f9; --side:16rem; }
-* { box-sizing: border-box; }
-html { scroll-padding-top: 4rem; }
-body { margin:0; color:var(--fg); font: 16px/1.6 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-a { color: var(--accent); text-decoration: none; }
-a:hover { text-decoration: underline; }
-.navbar { position: sticky; top: 0; z-index: 10; display:flex; justify-content:space-between; align-items:center;
-  background: var(--accent); padding: .6rem 1.5rem; }
-.navbar a { color: #fff; }
-.navbar .site-title { font-weight: 600; font-size: 1.2rem; }
-.layout { display:grid; grid-template-columns: var(--side) minmax(0, 1fr) 14rem; gap: 2rem; max-width: 88rem; margin: 0 auto; padding: 0 1.5rem; }
-.sidebar, .toc { position: sticky; top: 3.6rem; align-self: start; max-height: calc(100vh - 4rem); overflow-y: auto; padding-top: 1.5rem; font-size: .92rem; }
-.sidebar ul, .toc ul { list-style: none; margin: 0; padding: 0; }
-.sidebar li a { display:block; padding: .3rem .6rem; border-radius: .3rem; color: var(--fg); }
-.sidebar li a.active { background: #e9f2fc; color: var(--accent); font-weight: 600; }
-.sidebar-section { margin-top: 1rem; }
-.sidebar-section-title { display:block; padding: .2rem .6rem; font-size: .78rem; font-weight: 600; text-transform: uppercase;
-  letter-spacing: .05em; color: var(--muted); }
-.toc h2 { font-size: .8rem; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); margin: 0 0 .4rem; }
-.toc li a { display:block; padding: .12rem 0 .12rem .6rem; border-left: 1px solid var(--border); color: var(--muted); }
-.toc li.toc-h3 a { padding-left: 1.4rem; font-size: .85rem; }
-.content { min-width: 0; padding: 1.5rem 0 4rem; }
-#title-block-header { margin-bottom: 2rem; }
-h1.title { font-size: 2.3rem; margin: .2rem 0 .5rem; }
-.description { font-size: 1.2rem; color: var(--muted); margin: 0; }
-h2 { margin-top: 2.2rem; border-bottom: 1px solid var(--border); padding-bottom: .2rem; }
-.anchor-link { visibility: hidden; margin-left: .4rem; color: var(--muted); font-weight: 400; }
-.anchored:hover .anchor-link { visibility: visible; }
-code { font-family: SFMono-Regular, Menlo, Monaco, Consolas, "Liberation Mono", monospace; font-size: .875em; color: #9753b8; }
-a code { color: inherit; }
-pre { font-family: SFMono-Regular, Menlo, Monaco, Consolas, "Liberation Mono", monospace; font-size: .85rem; line-height: 1.45;
-  overflow-x: auto; padding: .7rem .9rem; margin: 0 0 1rem; border-radius: .3rem; }
-pre code { color: inherit; font-size: inherit; }
-.highlight, .input_area pre { background: var(--code-bg); border-radius: .3rem; }
-.input_area pre, .highlight pre { margin: 0; }
-.cell { margin-bottom: 1rem; }
-.code_cell .input { border-left: 3px solid #c5d9f1; border-radius: .3rem; }
-.output_subarea pre { margin: 0; padding: .5rem .9rem; }
-.output_stderr pre { background: #fff5f5; }
-.output_error pre { background: #fff0f0; }
-.output_png, .output_svg, .output_jpeg { margin: .5rem 0; }
-.output_markdown { margin: 1.5rem 0 2rem; }
-.output_markdown h3, .output_markdown h4 { margin-top: .4rem; font-family: SFMono-Regular, Menlo, Consolas, monospace; }
-.output_markdown hr { border: 0; border-top: 1px solid var(--border); margin: 1.5rem 0 .5rem; }
-.output_markdown > p > em:only-child { font-style: normal; }
-.output_markdown a[target] { font-size: .8rem; }
-.figure-caption { color: var(--muted); font-size: .9rem; margin-top: .3rem; }
-details.code-fold summary { cursor: pointer; color: var(--muted); font-size: .9rem; margin-bottom: .3rem; }
-table { border-collapse: collapse; margin: .5rem 0 1rem; }
-th, td { border-bottom: 1px solid var(--border); padding: .3rem .7rem; text-align: left; vertical-align: top; }
-blockquote { margin: 0 0 1rem; padding: .3rem 1rem; border-left: 4px solid var(--border); color: var(--muted); }
-.callout { border-left: 4px solid var(--accent); background: #f6f9fd; padding: .6rem 1rem; margin: 1rem 0; border-radius: .3rem; }
-.callout-warning, .callout-caution { border-left-color: #ff7518; background: #fff8f0; }
-.callout-title { font-weight: 600; margin: 0 0 .3rem; }
-.page-navigation { display:flex; justify-content: space-between; margin-top: 3rem; padding-top: 1rem; border-top: 1px solid var(--border); }
-img { max-width: 100%; height: auto; }
-@media (max-width: 1100px) { .layout { grid-template-columns: var(--side) minmax(0, 1fr); } .toc { display: none; } }
-@media (max-width: 760px) { .layout { display:block; } .sidebar { position: static; max-height: none; } }
-"""
+SITE_CSS = Path(__file__).resolve().parent/'site.css'   # the page shell's look, after Quarto's cosmo
 
 
 def site_css() -> str:
+    "tools/site.css, then pygments' 'default' colours for the highlighted code."
     from pygments.formatters import HtmlFormatter
-    return _SITE_CSS.lstrip() + '\n/* code highlighting (pygments "default") */\n' + HtmlFormatter(style='default').get_style_defs('.highlight') + '\n'
+    code = HtmlFormatter(style='default').get_style_defs('.highlight')
+    head = '\n/* code highlighting (pygments "default") */\n'
+    return SITE_CSS.read_text(encoding='utf-8') + head + code + '\n'
 
 
 def site_settings(nbs:Path) -> dict:
@@ -506,9 +470,11 @@ def site_settings(nbs:Path) -> dict:
     cfg = get_config()
     try: w = (yaml.safe_load((nbs/'nbdev.yml').read_text()) or {}).get('website', {})
     except FileNotFoundError: w = {}
-    return dict(title=w.get('title') or cfg.get('title') or cfg.lib_name, description=w.get('description') or cfg.get('description', ''),
+    site_url = w.get('site-url') or (cfg.get('doc_host', '') + cfg.get('doc_baseurl', ''))
+    return dict(title=w.get('title') or cfg.get('title') or cfg.lib_name,
+                description=w.get('description') or cfg.get('description', ''),
                 repo_url=w.get('repo-url') or cfg.get('git_url', ''),
-                site_prefix=(w.get('site-url') or (cfg.get('doc_host', '') + cfg.get('doc_baseurl', ''))).rstrip('/') + '/')
+                site_prefix=site_url.rstrip('/') + '/')
 
 
 def load_page(src_rel:str, nbs:Path, proc:Path, section:str|None=None) -> dict | None:
@@ -529,7 +495,8 @@ def load_page(src_rel:str, nbs:Path, proc:Path, section:str|None=None) -> dict |
         if m: fm, text = yaml.safe_load(m[1]) or {}, text[m.end():]
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_raw_cell('---\n' + yaml.safe_dump(fm) + '---'),
                                              nbformat.v4.new_markdown_cell(text)])
-        if '{{<' in text or '```{' in text: print(f'  note: {src_rel} uses Quarto-only syntax; rendered as plain markdown')
+        if '{{<' in text or '```{' in text:
+            print(f'  note: {src_rel} uses Quarto-only syntax; rendered as plain markdown')
     else:
         print(f'  skipped {src_rel}: only notebooks and markdown render without Quarto')
         return None
@@ -538,17 +505,22 @@ def load_page(src_rel:str, nbs:Path, proc:Path, section:str|None=None) -> dict |
     # nbdev names a notebook's page in its front matter; Quarto names a markdown page after its file
     out = (Path(src_rel).parent/out).as_posix() if out else Path(src_rel).with_suffix('.html').as_posix()
     title = fm.get('title') or fm.get('pagetitle') or Path(src_rel).stem
-    return dict(src=src_rel, out=out, nb=nb, title=str(title), description=str(fm.get('description') or ''), section=section)
+    return dict(src=src_rel, out=out, nb=nb, title=str(title), description=str(fm.get('description') or ''),
+                section=section)
 
 
 def render_site(nbs:Path, proc:Path, dest:Path) -> list[dict]:
     site = site_settings(nbs)
-    pages = [p for sec, srcs in sidebar_sections(nbs) for p in (load_page(s, nbs, proc, sec) for s in srcs) if p]
+    loaded = (load_page(s, nbs, proc, sec) for sec, srcs in sidebar_sections(nbs) for s in srcs)
+    pages = [p for p in loaded if p]
     if not any(p['out'] == 'index.html' for p in pages):   # no index notebook yet: a plain contents page
         import nbformat
-        items = '\n'.join(f'- [{p["title"]}]({p["out"]})' + (f': {p["description"]}' if p['description'] else '') for p in pages)
+        def entry(p):
+            return f'- [{p["title"]}]({p["out"]})' + (f': {p["description"]}' if p['description'] else '')
+        items = '\n'.join(entry(p) for p in pages)
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f'## Contents\n\n{items}')])
-        pages.insert(0, dict(src=None, out='index.html', nb=nb, title=site['title'], description=site['description']))
+        pages.insert(0, dict(src=None, out='index.html', nb=nb, title=site['title'],
+                             description=site['description']))
     link_map = {os.path.normpath(p['src']): p['out'] for p in pages if p['src']}
     if dest.exists(): shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -556,9 +528,10 @@ def render_site(nbs:Path, proc:Path, dest:Path) -> list[dict]:
         body, _ = exporter().from_notebook_node(prepare_nb(page['nb']))
         page_dir = os.path.dirname(page['out'])
         body, toc = fix_html(body, link_map=link_map, site_prefix=site['site_prefix'], page_dir=page_dir)
-        doc = page_shell(title=page['title'], description=page['description'], body=body, site=site, pages=pages,
-                         current=page['out'], toc=toc, prev=pages[i-1] if i else None,
-                         next_=pages[i+1] if i+1 < len(pages) else None, root='../' * len(Path(page['out']).parent.parts))
+        doc = page_shell(title=page['title'], description=page['description'], body=body, site=site,
+                         pages=pages, current=page['out'], toc=toc, prev=pages[i-1] if i else None,
+                         next_=pages[i+1] if i+1 < len(pages) else None,
+                         root='../' * len(Path(page['out']).parent.parts))
         out = dest/page['out']
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(doc, encoding='utf-8')
@@ -582,11 +555,15 @@ def copy_local_images(doc:str, nbs:Path, dest:Path, page_dir:str):
 # ------------------------------------------------------------------ main
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--cached', action='store_true', help="reuse processed notebooks in _proc/ that are newer than their source")
-    ap.add_argument('--workers', type=int, default=1, help='processes for nbdev processing (0: in this process; '
-                    'each process imports torch, so 1 is fastest on 2 busy cores)')
-    ap.add_argument('--no-quarto', action='store_true', help='use the nbconvert build even where Quarto is installed')
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--cached', action='store_true',
+                    help="reuse processed notebooks in _proc/ that are newer than their source")
+    ap.add_argument('--workers', type=int, default=1,
+                    help='processes for nbdev processing (0: in this process; '
+                         'each process imports torch, so 1 is fastest on 2 busy cores)')
+    ap.add_argument('--no-quarto', action='store_true',
+                    help='use the nbconvert build even where Quarto is installed')
     args = ap.parse_args(argv)
     setup_env()
     from nbdev.config import get_config
