@@ -8,7 +8,8 @@ import struct, time, zlib
 from pathlib import Path
 
 from .core import CharrnnError, check_arg, atomic_write_bytes
-from .encoding import TextFileError, VocabError, describe_bad_bytes, describe_chars
+from .core import describe_bad_bytes
+from .encoding import TextFileError, VocabError, describe_chars
 from .data import file_sha256
 from .model import CharModel
 from .checkpoint import read_checkpoint, model_from_checkpoint

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import CharrnnError
+from .core import CharrnnError, describe_bad_bytes
 
 # %% auto #0
-__all__ = ['describe_chars', 'Vocab', 'one_hot_encoder', 'TextFileError', 'VocabError', 'describe_bad_bytes', 'read_text']
+__all__ = ['describe_chars', 'Vocab', 'one_hot_encoder', 'TextFileError', 'VocabError', 'read_text']
 
 # %% ../nbs/00_encoding.ipynb #41f62a63
 def describe_chars(chars:Iterable[str], # characters to list
@@ -95,24 +95,6 @@ class TextFileError(CharrnnError, ValueError):
 
 class VocabError(CharrnnError, ValueError):
     "Text with characters that a vocabulary does not contain."
-
-# %% ../nbs/00_encoding.ipynb #b3893f60
-def describe_bad_bytes(p:Path, # the file, for the message
-                        data:bytes, # bytes read from it
-                        offset:int=0, # where `data` starts in the file (offsets count from the file's start)
-                       ) -> str|None:
-    "Why `data` read from `p` (at `offset`) is not UTF-8 text, or `None` if it is."
-    if offset == 0 and data[:2] in (b'\xff\xfe', b'\xfe\xff'):
-        return f"{p} is UTF-16 text; save it as UTF-8 (e.g. `iconv -f utf-16 -t utf-8`)"
-    nul = data.find(b'\x00')
-    if nul >= 0:
-        return (f"{p} looks like a binary file (a NUL byte at offset {offset + nul:,}); "
-                "charrnn learns from UTF-8 text files")
-    try: data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        return (f"{p} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {offset + e.start:,}); "
-                "convert it first, e.g. `iconv -f latin1 -t utf-8`")
-    return None
 
 # %% ../nbs/00_encoding.ipynb #11c8bea6
 def read_text(path:str|Path, # a UTF-8 text file

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from .core import atomic_write_bytes
 from .data import DownloadError, cache_dir, file_sha256, make_cache_folder, note_once
-from .encoding import TextFileError, Vocab, describe_bad_bytes
+from .core import describe_bad_bytes
+from .encoding import TextFileError, Vocab
 
 # %% auto #0
 __all__ = ['CHUNK', 'BOM', 'FIFO_WAIT', 'MAGIC', 'TextIds', 'encode_file', 'ids_file', 'text_ids']
