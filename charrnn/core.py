@@ -4,13 +4,14 @@
 
 # %% ../nbs/10_core.ipynb #bc26f5af
 from __future__ import annotations
-import os, tempfile
+import contextlib, os, signal, tempfile, threading
 from pathlib import Path
 
 import torch
 
 # %% auto #0
-__all__ = ['CharrnnError', 'ConfigError', 'check_arg', 'flag', 'get_device', 'describe_bad_bytes', 'atomic_write_bytes']
+__all__ = ['CharrnnError', 'ConfigError', 'check_arg', 'flag', 'get_device', 'describe_bad_bytes', 'held_signals',
+           'atomic_write_bytes']
 
 # %% ../nbs/10_core.ipynb #445bb36d
 class CharrnnError(Exception):
@@ -82,6 +83,17 @@ def describe_bad_bytes(p:Path, # the file, for the message
         return (f"{p} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {offset + e.start:,}); "
                 "convert it first, e.g. `iconv -f latin1 -t utf-8`")
     return None
+
+# %% ../nbs/10_core.ipynb #c0re0c02
+@contextlib.contextmanager
+def held_signals(signals=(signal.SIGINT, signal.SIGTERM)): # the signals to hold back
+    "Hold `signals` back while the block runs (main thread, POSIX); they are delivered when it ends."
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, 'pthread_sigmask'):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try: yield
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 # %% ../nbs/10_core.ipynb #9543682b
 def _fsync_dir(d:Path): # the folder whose entries (a rename) must reach the disk

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from fastcore.basics import patch
 
-from .core import CharrnnError, ConfigError, flag
+from .core import CharrnnError, ConfigError, flag, held_signals
 from .encoding import describe_chars
 from .training import Callback
 from .runlearner import RunLearner, CancelStepException
@@ -184,9 +184,8 @@ def _take_lock(path:Path) -> int:
         except BlockingIOError:
             pid = _holder(fd)
             os.close(fd)
-            raise RunInUse(f"{path.parent} is in use: process {pid} is training in it; wait for that run to "
-                           "end "
-                           f"(or stop it), or choose another {flag('out')}") from None
+            raise RunInUse(f"{path.parent} is in use: process {pid} is training in it; wait for that run "
+                           f"to end (or stop it), or choose another {flag('out')}") from None
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.fstat(fd), os.stat(path)): break  # still the file at `path`: ours
         os.close(fd)  # its last holder removed it after we opened it: lock the file now there
@@ -229,8 +228,9 @@ def run_lock(run, # the run folder: a `RunDir` or a path (created if missing)
     try:
         if dist.is_main and fcntl is not None:  # (no fcntl on Windows: no lock)
             try:
-                made = _make_folder(run.path)
-                fd = _take_lock(run.lock)
+                with held_signals():  # a Ctrl-C comes before the lock is taken, or after it is recorded
+                    made = _make_folder(run.path)
+                    fd = _take_lock(run.lock)
             except ConfigError as e: err = e  # in use, or unusable: every process raises it
         if (err := dist.first(err)) is not None: raise err
         yield run
