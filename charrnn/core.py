@@ -87,13 +87,16 @@ def describe_bad_bytes(p:Path, # the file, for the message
 # %% ../nbs/10_core.ipynb #c0re0c02
 @contextlib.contextmanager
 def held_signals(signals=(signal.SIGINT, signal.SIGTERM)): # the signals to hold back
-    "Hold `signals` back while the block runs (main thread, POSIX); they are delivered when it ends."
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, 'pthread_sigmask'):
+    "Hold `signals` back while the block runs (main thread only); each that came is raised again at its end."
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    came = []
+    old = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in signals}
     try: yield
-    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    finally:
+        for s, h in old.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(came): signal.raise_signal(s)  # now to the handlers put back
 
 # %% ../nbs/10_core.ipynb #9543682b
 def _fsync_dir(d:Path): # the folder whose entries (a rename) must reach the disk

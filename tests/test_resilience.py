@@ -991,29 +991,33 @@ def test_resume_from_the_folder_alone_when_the_text_is_gone(text_file, tmp_path,
 
 
 # --- a signal while the run's lock is being taken ---------------------------------------------------------
-import contextlib
+import contextlib, threading
 import charrnn.resilience as resilience_module
 from charrnn.resilience import PrepSignals, StoppedEarly, run_lock
 
 
-def _signal_inside_take_lock(monkeypatch):
-    "Make `_take_lock` deliver SIGINT to this process just before it returns: the narrowest window there is."
+@pytest.fixture
+def signal_in_take_lock(monkeypatch):
+    "`_take_lock` delivers SIGINT to this process just before it returns: the narrowest window there is."
     real = resilience_module._take_lock
     def take_then_signal(path):
         fd = real(path)
         os.kill(os.getpid(), signal.SIGINT)  # without held signals, StoppedEarly is raised here
         return fd
     monkeypatch.setattr(resilience_module, '_take_lock', take_then_signal)
+    stop = threading.Event()  # a second thread, as torch and IPython start: it may be handed the signal
+    threading.Thread(target=stop.wait, daemon=True).start()
+    yield
+    stop.set()
 
 
 @pytest.mark.parametrize('existing', [False, True])
-def test_a_signal_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch, existing):
+def test_a_signal_while_the_lock_is_taken_leaves_no_lock(tmp_path, signal_in_take_lock, existing):
     "Ctrl-C between creating `train.lock` and recording it: the file is removed (CI once saw one left)."
     run = tmp_path/'run'
     if existing:
         run.mkdir()
         (run/'best.safetensors').write_bytes(b'weights')
-    _signal_inside_take_lock(monkeypatch)
     with pytest.raises(StoppedEarly), PrepSignals():
         with run_lock(run): pass
     assert not (run/'train.lock').exists()
@@ -1021,9 +1025,8 @@ def test_a_signal_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch, 
     if existing: assert (run/'best.safetensors').read_bytes() == b'weights'
 
 
-def test_without_held_signals_the_lock_is_left(tmp_path, monkeypatch):
+def test_without_held_signals_the_lock_is_left(tmp_path, signal_in_take_lock, monkeypatch):
     "The same signal, signals not held (the code before the fix): the lock is left; the test above can fail."
-    _signal_inside_take_lock(monkeypatch)
     monkeypatch.setattr(resilience_module, 'held_signals', contextlib.nullcontext)
     with pytest.raises(StoppedEarly), PrepSignals():
         with run_lock(tmp_path/'run'): pass
