@@ -13,7 +13,7 @@ the recipe's 2-core target does. A line is printed per candidate as it ends (its
 validation loss in nats) and the whole table at the end; `--out` receives `results.json` (the machine, the
 recipe, every candidate's settings and result, each validation) and `results.csv`.
 
-    python bench/recipe_search.py --out runs/search     # 23 candidates, 180 s each, cores/2 at a time
+    python bench/recipe_search.py --out runs/search     # 27 candidates, 180 s each, cores/2 at a time
     python bench/recipe_search.py --out /tmp/smoke --parallel 1 --cores-per 1 --seconds 5 --candidates 2 \\
         --eval-every 20 --val-chars 5000                              # a smoke run (no figures worth quoting)
 
@@ -54,6 +54,10 @@ CHANGES = [  # each candidate's changes to the recipe; the first, none, is the r
     dict(lr=7e-3, seq_len=64),
     dict(lr=5e-3, seq_len=64, hidden=256, layers=3),
     dict(lr=5e-3, seq_len=64, batch_size=64),
+    dict(lr=5e-3, seq_len=48),
+    dict(lr=5e-3, seq_len=64, final_lr_frac=0.0),
+    dict(lr=6e-3, seq_len=64, final_lr_frac=0.0),
+    dict(lr=4e-3, seq_len=64, final_lr_frac=0.0),
 ]
 
 
