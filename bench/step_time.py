@@ -1,8 +1,9 @@
 """Milliseconds per training step, and characters per second, of the CPU recipe and variations of it.
 
-Each argument is a JSON object of `ModelConfig` and `TrainConfig` settings over the CPU recipe's model
-(a 2×384 LSTM, no dropout) and a batch of 32 × 100; each is trained on tiny Shakespeare (the package's
-copy) by a `RunLearner` for 10 steps of warm-up, then timed over `--steps` more. `--profile` prints
+Each argument is a JSON object of `ModelConfig` and `TrainConfig` settings over the CPU recipe
+(`charrnn.run.recipe`: today a 2×384 LSTM, no dropout, batches of 32 × 100); each is trained on tiny
+Shakespeare (the package's copy) by a `RunLearner` for 10 steps of warm-up, then timed over `--steps` more.
+`--profile` prints
 `torch.profiler`'s table of the timed steps of the first setting instead. Run it on an idle machine;
 `--threads` sets torch's threads (default 2, the recipe's target):
 
@@ -12,13 +13,14 @@ copy) by a `RunLearner` for 10 steps of warm-up, then timed over `--steps` more.
 import argparse, json, time
 import torch
 from _common import machine, emit, summary
-from charrnn.run import prepare_text
+from charrnn.run import prepare_text, recipe
 from charrnn.model import CharModel, ModelConfig
 from charrnn.training import TrainConfig
 from charrnn.runlearner import RunLearner
 
-MODEL = dict(hidden=384, layers=2, dropout=0.0)  # the CPU recipe's model
-TRAIN = dict(batch_size=32, seq_len=100, lr=3e-3, max_steps=10**6, eval_every=10**6)
+RECIPE = recipe(torch.device('cpu'))  # what `charrnn train` uses on a CPU; its run length is ours
+MODEL = RECIPE['model']
+TRAIN = {**RECIPE['train'], 'time_limit': None, 'max_steps': 10**6, 'eval_every': 10**6}
 
 
 def learner(settings:dict, prepared) -> RunLearner:
