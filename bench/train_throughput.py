@@ -11,7 +11,8 @@ import argparse, statistics, time
 import torch
 from _common import machine, emit, table, run_baseline, sync
 from charrnn.run import prepare_text
-from charrnn.training import Learner, TrainConfig, seed_everything
+from charrnn.training import TrainConfig, seed_everything
+from charrnn.runlearner import RunLearner
 from charrnn.precision import bf16_supported
 from charrnn.model import CharModel
 from charrnn.core import get_device
@@ -34,7 +35,7 @@ for precision in precisions:
     seed_everything(0)
     model = CharModel(vocab, hidden=512, layers=3, dropout=0.5).to(device)  # emb_dim = V, like one-hot
     cfg = TrainConfig(batch_size=128, seq_len=100, precision=precision, max_steps=10**6)
-    tr = Learner(model, train_ids, val_ids, cfg, quiet=True)
+    tr = RunLearner(model, train_ids, val_ids, cfg, quiet=True)
     b = tr.batcher()
     times = []
     for i in range(a.steps + 2):

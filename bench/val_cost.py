@@ -15,7 +15,8 @@ import torch
 from charrnn.batching import eval_batcher
 from charrnn.model import CharModel
 from charrnn.run import RECIPES, prepare_text
-from charrnn.training import Learner, TrainConfig, evaluate
+from charrnn.training import TrainConfig, evaluate
+from charrnn.runlearner import RunLearner
 from charrnn.precision import bf16_supported
 
 prepared = prepare_text('tinyshakespeare')  # the vocabulary, training ids, validation ids, facts
@@ -25,7 +26,7 @@ r = RECIPES['cpu']
 torch.manual_seed(0)
 model = CharModel(vocab, **r['model'])
 cfg = TrainConfig(**{**r['train'], 'time_limit': None, 'max_steps': 10**6})
-learn = Learner(model, train_ids, val_ids, cfg, quiet=True)
+learn = RunLearner(model, train_ids, val_ids, cfg, quiet=True)
 print(f"torch threads {torch.get_num_threads()}, bf16 {bf16_supported(torch.device('cpu'))}", flush=True)
 
 

@@ -7,18 +7,11 @@ from __future__ import annotations
 import math
 import torch
 from fastcore.basics import patch
-from .core import check_arg, ConfigError
+from .core import check_arg
+from .config import check_fits, min_split_chars
 
 # %% auto #0
-__all__ = ['split_data', 'generate_batches', 'check_fits', 'StreamBatcher', 'eval_batcher']
-
-# %% ../nbs/01_batching.ipynb #720e9db1
-def _min_chars(val_frac:float) -> int:
-    "The fewest characters `split_data` can split at `val_frac`: 2 or more on each side."
-    # start just below the answer: each side needs about 1.5 characters' share to round to 2
-    n = max(4, math.floor(1.5 / min(val_frac, 1 - val_frac)) - 2)
-    while not 2 <= round(n * val_frac) <= n - 2: n += 1
-    return n
+__all__ = ['split_data', 'generate_batches', 'StreamBatcher', 'eval_batcher']
 
 # %% ../nbs/01_batching.ipynb #611f37bc
 def split_data(ids, # the encoded text, 1-d
@@ -30,7 +23,7 @@ def split_data(ids, # the encoded text, 1-d
     check_arg(2 <= n_val <= len(ids) - 2,
               f"the text has {len(ids):,} character{'s' * (len(ids) != 1)}: too few to split into training "
               f"and validation text at a validation fraction of {val_frac} (that needs at least "
-              f"{_min_chars(val_frac):,} characters); use a longer text or another val_frac")
+              f"{min_split_chars(val_frac):,} characters); use a longer text or another val_frac")
     return ids[:len(ids) - n_val], ids[len(ids) - n_val:]
 
 # %% ../nbs/01_batching.ipynb #3ccccbcf
@@ -48,21 +41,6 @@ def generate_batches(encoded_text, # the encoded text, 1-d (numpy array or tenso
     for start in range(0, n, seq_len):
         if drop_last and start + seq_len > n: break
         yield x[:, start:start + seq_len], y[:, start:start + seq_len]
-
-# %% ../nbs/01_batching.ipynb #a103d5f3
-def check_fits(n_ids:int, # characters of text
-               batch_size:int, # streams per batch
-               seq_len:int, # characters per window
-               offset:int=0, # characters skipped at the start
-              ):
-    "Raise `ConfigError`, saying what fits, unless `n_ids` characters fill one window of `batch_size` rows."
-    if batch_size * seq_len + 1 + offset <= n_ids: return
-    fits = (n_ids - 1 - offset) // seq_len
-    smaller = f"batch size (at most {fits}) or sequence length" if fits else "sequence length"
-    need = batch_size * seq_len + 1 + offset
-    raise ConfigError(f"the text has {n_ids:,} characters, too few for batches of {batch_size} streams × "
-                      f"{seq_len} characters (at least {need:,} needed); use a longer text, "
-                      f"or a smaller {smaller}")
 
 # %% ../nbs/01_batching.ipynb #5564f9e7
 class StreamBatcher:

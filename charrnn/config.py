@@ -7,10 +7,10 @@ from __future__ import annotations
 import math, typing
 from dataclasses import dataclass
 from fastcore.basics import patch
-from .core import check_arg, flag
+from .core import check_arg, flag, ConfigError
 
 # %% auto #0
-__all__ = ['TrainConfig']
+__all__ = ['TrainConfig', 'min_split_chars', 'check_fits', 'check_model', 'check_sampler', 'check_counts']
 
 # %% ../nbs/10b_config.ipynb #73a71a20
 @dataclass
@@ -62,3 +62,82 @@ def check(self:TrainConfig) -> TrainConfig:
     chars = self.val_chars == 'all' or (type(self.val_chars) is int and self.val_chars >= 2)
     need('val_chars', chars, "a whole number (at least 2) or 'all'")
     return self
+
+# %% ../nbs/10b_config.ipynb #b10c0102
+def min_split_chars(val_frac:float) -> int: # the fraction held out for validation, in (0, 1)
+    "The fewest characters `split_data` can split at `val_frac`: 2 or more on each side."
+    # start just below the answer: each side needs about 1.5 characters' share to round to 2
+    n = max(4, math.floor(1.5 / min(val_frac, 1 - val_frac)) - 2)
+    while not 2 <= round(n * val_frac) <= n - 2: n += 1
+    return n
+
+# %% ../nbs/10b_config.ipynb #b10c0105
+def check_fits(n_ids:int, # characters of text
+               batch_size:int, # streams per batch
+               seq_len:int, # characters per window
+               offset:int=0, # characters skipped at the start
+              ):
+    "Raise `ConfigError`, saying what fits, unless `n_ids` characters fill one window of `batch_size` rows."
+    if batch_size * seq_len + 1 + offset <= n_ids: return
+    fits = (n_ids - 1 - offset) // seq_len
+    smaller = f"batch size (at most {fits}) or sequence length" if fits else "sequence length"
+    need = batch_size * seq_len + 1 + offset
+    raise ConfigError(f"the text has {n_ids:,} characters, too few for batches of {batch_size} streams × "
+                      f"{seq_len} characters (at least {need:,} needed); use a longer text, "
+                      f"or a smaller {smaller}")
+
+# %% ../nbs/10b_config.ipynb #b10c0108
+def _check_kind(cfg): # a `ModelConfig`
+    "Raise `ConfigError` for a setting that does not fit the kind of model (`cfg.cell`); return `cfg`."
+    if cfg.cell != 'transformer':
+        given = [flag(n) for n in ('heads', 'context') if getattr(cfg, n) is not None]
+        check_arg(not given, f"{' and '.join(given)} set{'s' * (len(given) == 1)} up a transformer; "
+                  f"an {cfg.cell.upper()} has no attention: leave it out, or add --cell transformer")
+        return cfg
+    check_arg(cfg.heads is None or cfg.hidden % cfg.heads == 0,
+              f"--heads {cfg.heads} must divide --hidden {cfg.hidden} (each head takes an equal share)")
+    check_arg(cfg.emb_dim in (None, cfg.hidden), f"--emb-dim {cfg.emb_dim}: a transformer's embedding is "
+              f"as wide as the model (--hidden {cfg.hidden}); leave --emb-dim out")
+    return cfg
+
+# %% ../nbs/10b_config.ipynb #b10c0109
+def check_model(cfg): # a `ModelConfig` (lesson 02)
+    "Raise a one-line `ConfigError` for a setting that cannot make a model; return `cfg`."
+    check_arg(cfg.cell in ('lstm', 'gru', 'transformer'),
+              f"--cell must be 'lstm', 'gru' or 'transformer', not {cfg.cell!r}")
+    for name in ('hidden', 'layers', 'emb_dim', 'heads', 'context'):
+        v = getattr(cfg, name)
+        check_arg((v is None and name not in ('hidden', 'layers')) or (isinstance(v, int) and v >= 1),
+                  f"{flag(name)} must be a positive whole number, not {v}")
+    check_arg(isinstance(cfg.dropout, (int, float)) and 0 <= cfg.dropout < 1,
+              f"--dropout must be at least 0 and below 1, not {cfg.dropout}")
+    return _check_kind(cfg)
+
+# %% ../nbs/10b_config.ipynb #b10c0112
+def _is_num(v, # any value
+           ) -> bool:
+    "Whether `v` is a finite int or float (and not a bool)."
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+# %% ../nbs/10b_config.ipynb #b10c0113
+def check_sampler(s): # a `Sampler` (lesson 04)
+    "Raise a one-line `ConfigError` for a sampling setting that cannot work; return `s`."
+    t, k = s.temperature, s.top_k
+    p, m = s.top_p, s.min_p
+    check_arg(_is_num(t) and t >= 0, f"--temperature must be 0 (greedy) or positive, not {t}")
+    check_arg(k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1),
+              f"--top-k must be a whole number of at least 1, not {k}")
+    check_arg(p is None or (_is_num(p) and 0 < p <= 1), f"--top-p must be in (0, 1], not {p}")
+    check_arg(m is None or (_is_num(m) and 0 <= m <= 1), f"--min-p must be in [0, 1], not {m}")
+    check_arg(s.weights in ('fp32', 'int8'), f"--weights must be fp32 or int8, not {s.weights!r}")
+    return s
+
+# %% ../nbs/10b_config.ipynb #b10c0114
+def check_counts(length, # characters to generate
+                 num_samples, # samples to generate
+                ):
+    "Raise a one-line `ConfigError` for a length or a number of samples that cannot work."
+    check_arg(isinstance(length, int) and length >= 0,
+              f"--length must be a whole number of at least 0, not {length}")
+    check_arg(isinstance(num_samples, int) and num_samples >= 1,
+              f"--num-samples must be at least 1, not {num_samples}")

@@ -134,9 +134,8 @@ class DistLearner(RunLearner):
         self.quiet = self.quiet or not self.dist.is_main
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == 'cuda' else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.net = self.wrap(nn.parallel.DistributedDataParallel(self.model, device_ids=ids))
             self.cbs.append(DistributedCB(self.dist))
-        if self.cfg.compile: self.net = torch.compile(self.net)  # around any wrapper
 
 # %% ../nbs/14_distributed.ipynb #a6dcb4a8
 @patch

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_arg
+from .config import check_sampler, check_counts
 from .encoding import VocabError, describe_chars
 from .model import CharModel, with_fields
 from .decoding import decode_ids
@@ -40,25 +41,11 @@ class Sampler:
     min_p:float|None=None # draw among the characters at least this fraction as likely as the most likely one
     weights:str='fp32' # fp32 (exact), or int8: an LSTM on the CPU with 8-bit weights, faster, not exact
 
-# %% ../nbs/04_generation.ipynb #b184c78c
-def _is_num(v, # any value
-           ) -> bool:
-    "Whether `v` is a finite int or float (and not a bool)."
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
 # %% ../nbs/04_generation.ipynb #b184c78d
 @patch
 def check(self:Sampler):
-    "Raise a one-line `ConfigError` for a setting that cannot work; return the sampler."
-    t, k = self.temperature, self.top_k
-    p, m = self.top_p, self.min_p
-    check_arg(_is_num(t) and t >= 0, f"--temperature must be 0 (greedy) or positive, not {t}")
-    check_arg(k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1),
-              f"--top-k must be a whole number of at least 1, not {k}")
-    check_arg(p is None or (_is_num(p) and 0 < p <= 1), f"--top-p must be in (0, 1], not {p}")
-    check_arg(m is None or (_is_num(m) and 0 <= m <= 1), f"--min-p must be in [0, 1], not {m}")
-    check_arg(self.weights in ('fp32', 'int8'), f"--weights must be fp32 or int8, not {self.weights!r}")
-    return self
+    "Raise a one-line `ConfigError` for a setting that cannot work (`check_sampler`); return the sampler."
+    return check_sampler(self)
 
 # %% ../nbs/04_generation.ipynb #7baf318e
 def _scaled(z:torch.Tensor, # scores, at most 0 (the largest subtracted)
@@ -117,16 +104,6 @@ def _encode_prime(model:CharModel, # the model whose vocabulary to use
                          "use only characters from its training text")
     return model.vocab.encode(prime).long().view(1, -1).to(model.device)
 
-# %% ../nbs/04_generation.ipynb #03268035
-def _check_counts(length, # characters to generate
-                  num_samples, # samples to generate
-                 ):
-    "Raise a one-line `ConfigError` for a length or a number of samples that cannot work."
-    check_arg(isinstance(length, int) and length >= 0,
-              f"--length must be a whole number of at least 0, not {length}")
-    check_arg(isinstance(num_samples, int) and num_samples >= 1,
-              f"--num-samples must be at least 1, not {num_samples}")
-
 # %% ../nbs/04_generation.ipynb #03268036
 def generate_ids(model:CharModel, # a trained model
                  prime:str, # the text to continue
@@ -138,7 +115,7 @@ def generate_ids(model:CharModel, # a trained model
                 ) -> torch.Tensor:
     "The ids of `num_samples` continuations of `prime`, `(num_samples, length)`, on the model's device."
     sampler = (sampler or Sampler()).check()
-    _check_counts(length, num_samples)
+    check_counts(length, num_samples)
     prime_ids = _encode_prime(model, prime).expand(num_samples, -1)
     return decode_ids(model, prime_ids, length, sampler, seed, noisy=sampler.temperature > 0, fast=fast,
                       weights=sampler.weights)

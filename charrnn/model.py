@@ -14,7 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .core import check_arg, flag
+from .core import check_arg
+from .config import check_model
 from .encoding import Vocab
 
 # %% ../nbs/02_model.ipynb #1ca7d1dc
@@ -32,31 +33,8 @@ class ModelConfig:
 # %% ../nbs/02_model.ipynb #4041c291
 @patch
 def check(self:ModelConfig):
-    "Raise a one-line `ConfigError` for a setting that cannot make a model; return the config."
-    check_arg(self.cell in ('lstm', 'gru', 'transformer'),
-              f"--cell must be 'lstm', 'gru' or 'transformer', not {self.cell!r}")
-    for name in ('hidden', 'layers', 'emb_dim', 'heads', 'context'):
-        v = getattr(self, name)
-        check_arg((v is None and name not in ('hidden', 'layers')) or (isinstance(v, int) and v >= 1),
-                  f"{flag(name)} must be a positive whole number, not {v}")
-    check_arg(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
-              f"--dropout must be at least 0 and below 1, not {self.dropout}")
-    return self._check_kind()
-
-# %% ../nbs/02_model.ipynb #7a1c0e21
-@patch
-def _check_kind(self:ModelConfig):
-    "Raise `ConfigError` for a setting that does not fit the kind of model (`cell`); return the config."
-    if self.cell != 'transformer':
-        given = [flag(n) for n in ('heads', 'context') if getattr(self, n) is not None]
-        check_arg(not given, f"{' and '.join(given)} set{'s' * (len(given) == 1)} up a transformer; "
-                  f"an {self.cell.upper()} has no attention: leave it out, or add --cell transformer")
-        return self
-    check_arg(self.heads is None or self.hidden % self.heads == 0,
-              f"--heads {self.heads} must divide --hidden {self.hidden} (each head takes an equal share)")
-    check_arg(self.emb_dim in (None, self.hidden), f"--emb-dim {self.emb_dim}: a transformer's embedding is "
-              f"as wide as the model (--hidden {self.hidden}); leave --emb-dim out")
-    return self
+    "Raise a one-line `ConfigError` for a setting that cannot make a model (`check_model`); return it."
+    return check_model(self)
 
 # %% ../nbs/02_model.ipynb #7a1c0e22
 @patch

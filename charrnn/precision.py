@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import torch
 from torch import nn
+from fastcore.basics import store_attr
+from .model import map_hidden
 
 # %% auto #0
-__all__ = ['bf16_supported', 'autocast_for', 'make_optimizer']
+__all__ = ['bf16_supported', 'autocast_for', 'Autocast', 'make_optimizer']
 
 # %% ../nbs/10a_precision.ipynb #a1b2c3d5
 def bf16_supported(device:torch.device): # where the model runs
@@ -25,6 +27,19 @@ def autocast_for(device:torch.device, # where the model runs
     use = precision == 'bf16' or (precision == 'auto' and bf16_supported(device))
     if not (use and device.type in ('cpu', 'cuda')): return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+# %% ../nbs/10a_precision.ipynb #a1b2c3e2
+class Autocast(nn.Module):
+    "`net`, its forward pass under `autocast_for(device, precision)`; logits and hidden state in float32."
+    def __init__(self, net:nn.Module, # what the training step calls: the model, or its DDP wrapper
+                 device:torch.device, # where it runs
+                 precision:str='auto'): # 'auto', 'bf16' or 'fp32'
+        super().__init__()
+        store_attr()
+    def forward(self, x:torch.Tensor, # input ids, (B, T)
+                hidden=None): # the state carried from the previous window
+        with autocast_for(self.device, self.precision): logits, hidden = self.net(x, hidden)
+        return logits.float(), map_hidden(torch.Tensor.float, hidden)
 
 # %% ../nbs/10a_precision.ipynb #a1b2c3da
 def make_optimizer(model:nn.Module, # the model to train

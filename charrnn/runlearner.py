@@ -5,9 +5,11 @@
 # %% ../nbs/10d_runlearner.ipynb #d1e00003
 from __future__ import annotations
 import torch
+from torch import nn
 from fastcore.basics import patch
 from .core import check_arg
 from .model import map_hidden
+from .precision import Autocast, make_optimizer
 from .training import Learner, History
 
 # %% auto #0
@@ -23,6 +25,12 @@ class RunLearner(Learner):
     def __init__(self, *args, **kwargs): # `Learner`'s: model, train_ids, val_ids, cfg, cbs, quiet
         super().__init__(*args, **kwargs)
         self.lr_scale = 1.  # the divergence guard halves it
+        self.opt = make_optimizer(self.model, self.cfg)
+        self.net = self.wrap(self.model)
+    def wrap(self, net:nn.Module) -> nn.Module: # the model, or a wrapper of it such as DDP
+        "`net` as the step calls it: under the run's precision (`Autocast`), compiled if `cfg.compile`."
+        net = Autocast(net, self.device, self.cfg.precision)
+        return torch.compile(net) if self.cfg.compile else net
     def learning_rate(self) -> float:
         "The schedule's learning rate, times `lr_scale`."
         return super().learning_rate() * self.lr_scale
@@ -33,7 +41,7 @@ class RunLearner(Learner):
 
 # %% ../nbs/10d_runlearner.ipynb #d1e00014
 @patch
-def check_ends(self:RunLearner):
+def check_run(self:RunLearner):
     "Refuse a run that would never end, or a time limit that nothing keeps."
     timed = any(hasattr(cb, 'fraction_done') for cb in self.cbs)
     check_arg(self.total_steps() or timed, "set max_steps or epochs (or give a callback that ends the run)")

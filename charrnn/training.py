@@ -20,7 +20,6 @@ from .batching import StreamBatcher, eval_batcher
 from .scoring import evaluate
 from .model import map_hidden, bits_per_char
 from .generation import generate_text
-from .precision import autocast_for, make_optimizer
 
 # %% ../nbs/03_training.ipynb #d22c7b51
 def lr_at(cfg:TrainConfig, # the run's settings
@@ -143,7 +142,8 @@ class Learner:
         self.quiet, self.elapsed = quiet, 0.  # elapsed: the training time, kept by `ClockCB`
         self.train_ids = train_ids.to(model.device)
         self.val_ids = val_ids[:None if self.cfg.val_chars == 'all' else self.cfg.val_chars].to(model.device)
-        self.opt, self.history = make_optimizer(model, self.cfg), History()
+        self.opt = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.history = History()
         self.step, self.epoch = 0, 0
         self.window, self.hidden = 0, None
         self.stop_reason, self.losses = None, []
@@ -188,8 +188,6 @@ def total_steps(self:Learner) -> int|None:
     "The step at which the run ends, if its length is set in steps or epochs."
     ends = (self.cfg.max_steps, self.cfg.epochs and max(1, math.ceil(self.cfg.epochs * self.steps_per_epoch)))
     return min((n for n in ends if n), default=None)
-
-# %% ../nbs/03_training.ipynb #6fc2313e
 @patch
 def done(self:Learner) -> bool:
     "Whether the run has taken all its steps (by `max_steps` or `epochs`)."
@@ -211,13 +209,13 @@ def train_step(self:Learner, x:torch.Tensor, # input ids, (B, T)
                y:torch.Tensor): # target ids: the next character of each, (B, T)
     "One step of truncated BPTT on the window `(x, y)`; returns the loss, still on the device."
     for g in self.opt.param_groups: g['lr'] = self.learning_rate()
-    with autocast_for(self.device, self.cfg.precision): logits, hidden = self.net(x, self.hidden)  # (B, T, V)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    logits, hidden = self.net(x, self.hidden)  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
     self.opt.step()
-    self.hidden = map_hidden(lambda h: h.detach().float(), hidden)  # carried on, cut from this graph
+    self.hidden = map_hidden(torch.Tensor.detach, hidden)  # carried on, cut from this graph
     return loss.detach()
 
 # %% ../nbs/03_training.ipynb #4084af34
@@ -279,16 +277,18 @@ def best_step(self:Learner) -> int:
 
 # %% ../nbs/03_training.ipynb #6978b37f
 @patch
-def check_ends(self:Learner):
-    "Refuse a run that would never end, or a time limit (the engine's `RunLearner` keeps those)."
+def check_run(self:Learner):
+    "Refuse a run with no end, a time limit, bfloat16 or compiling: the engine's `RunLearner` does those."
     check_arg(self.total_steps() and not self.cfg.time_limit,
               "set max_steps or epochs (a time_limit needs charrnn.runlearner.RunLearner)")
+    check_arg(self.cfg.precision == 'fp32' and not self.cfg.compile, "the lesson's Learner trains in plain "
+              "float32: set precision='fp32' and compile=False (or use charrnn.runlearner.RunLearner)")
 
 # %% ../nbs/03_training.ipynb #6978b380
 @patch
 def fit(self:Learner) -> History:
     "Train until the run stops, firing the events callbacks handle; return the history."
-    self.check_ends()
+    self.check_run()
     self.stop_reason, self.losses = None, []
     if self.done(): self.stop('done')  # every step already taken: only the last validation
     try:
