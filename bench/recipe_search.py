@@ -3,8 +3,8 @@
 Each candidate is a set of `charrnn.run.train` settings (width, depth, batch, sequence length, learning rate
 and schedule, dropout, weight decay; only fields `ModelConfig` and `TrainConfig` already have) trained on tiny
 Shakespeare (the package's copy, 90/10 split, as `charrnn train tinyshakespeare`) for `--seconds` of wall time
-(`time_limit`) from seed 0. The first candidate is the default CPU recipe itself (`charrnn.run.recipe`), the
-control; every other one changes a few of its settings.
+(`time_limit`) from seed 0 (or `--seed`). The first candidate is the default CPU recipe itself
+(`charrnn.run.recipe`), the control; every other one changes a few of its settings.
 
 Candidates run side by side, `--parallel` at a time, each in its own process pinned to its own
 `--cores-per` CPU cores (`os.sched_setaffinity`, with `OMP_NUM_THREADS` and torch's threads set to match and
@@ -82,7 +82,8 @@ def worker(job:dict):
     torch.set_num_threads(len(job['cores']))
     from charrnn.run import train
     t = time.perf_counter()
-    learn = train('tinyshakespeare', out=None, device='cpu', quiet=True, seed=0, time_limit=job['seconds'],
+    learn = train('tinyshakespeare', out=None, device='cpu', quiet=True, seed=job['seed'],
+                  time_limit=job['seconds'],
                   eval_every=job['eval_every'], val_chars=job['val_chars'], precision=job['precision'],
                   **job['settings'])
     print(json.dumps(dict(steps=learn.step, **best_of(learn),
@@ -145,11 +146,13 @@ def main(a):
     slots = [cores[i:i + a.cores_per] for i in range(0, len(cores) - a.cores_per + 1, a.cores_per)]
     slots = slots[:a.parallel or len(slots)]
     info = machine()
-    info.update(load_before=os.getloadavg(), slots=slots, seconds=a.seconds, precision=a.precision)
+    info.update(load_before=os.getloadavg(), slots=slots, seconds=a.seconds, precision=a.precision,
+                seed=a.seed)
     emit(dict(figure='machine', **info))
     emit(dict(figure='recipe', **RECIPE))
     jobs = [dict(candidate=i, change=c, settings=settings_of(c), seconds=a.seconds, eval_every=a.eval_every,
-                 val_chars=a.val_chars, precision=a.precision) for i, c in enumerate(CHANGES[:a.candidates])]
+                 val_chars=a.val_chars, precision=a.precision, seed=a.seed)
+            for i, c in enumerate(CHANGES[:a.candidates])]
     if a.only: jobs = [j for j in jobs if j['candidate'] in {int(i) for i in a.only.split(',')}]
     rows = run_all(jobs, slots)
     info['load_after'] = os.getloadavg()
@@ -157,7 +160,7 @@ def main(a):
     print()
     print(f"Recipe search on tiny Shakespeare, {info['cpu']}, {info['cores']} cores, "
           f"{len(slots)} candidates at a time on {a.cores_per} cores each, {a.seconds:g} s each, "
-          f"precision {a.precision}; load average "
+          f"precision {a.precision}, seed {a.seed}; load average "
           f"{info['load_before'][0]:.2f} before, {info['load_after'][0]:.2f} after; the recipe: {RECIPE}")
     cols = ['candidate', 'change', 'steps', 'best_val', 'best_step', 'wall_s']
     print(table(sorted(rows, key=lambda r: r.get('best_val', float('inf'))), cols))
@@ -174,6 +177,7 @@ if __name__ == '__main__':
     ap.add_argument('--eval-every', type=int, default=RECIPE['train'].get('eval_every', 250))
     ap.add_argument('--val-chars', type=int, default=250_000, help='characters each validation scores')
     ap.add_argument('--precision', default='auto', help="'auto' (bf16 if the CPU has it), 'fp32'")
+    ap.add_argument('--seed', type=int, default=0, help='the seed every candidate trains from')
     ap.add_argument('--worker', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker: worker(json.loads(args.worker))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_cli.ipynb #2d1466fc
 from __future__ import annotations
-import argparse, inspect, os, shlex, signal, sys, typing
+import argparse, dataclasses, inspect, os, shlex, signal, sys, typing
 
 import torch
 from fastcore.docments import docments
@@ -168,10 +168,11 @@ COMMANDS = {'train': (train_cmd, ModelConfig, TrainConfig), 'generate': (generat
             'compress': (compress_cmd,), 'decompress': (decompress_cmd,)}  # lesson 08's coder, in files
 
 def recipe_defaults() -> dict:
-    "What `charrnn train --help` shows as the default of each setting the device's recipe chooses."
+    "What `charrnn train --help` shows as the default of each setting a device's recipe chooses."
+    base = {f.name: f.default for c in (ModelConfig, TrainConfig) for f in dataclasses.fields(c)}
     cpu, gpu = ({k: v for part in RECIPES[d].values() for k, v in part.items()} for d in ('cpu', 'cuda'))
-    def shown(k, v): return f"the device's recipe: {_show(v)} on a CPU, {_show(gpu.get(k))} on a GPU"
-    return {k: shown(k, v) for k, v in cpu.items()}
+    def on(r, k): return _show(r.get(k, base[k]))  # a setting one recipe leaves out: the field's default
+    return {k: f"the device's recipe: {on(cpu, k)} on a CPU, {on(gpu, k)} on a GPU" for k in cpu | gpu}
 
 # %% ../nbs/17_cli.ipynb #330750a1
 EPILOG = {'train': "Settings left out come from the device's recipe, and so does the run's length when "

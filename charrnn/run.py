@@ -13,7 +13,8 @@ import torch
 from .core import ConfigError, check_arg, flag
 from .data import CORPORA, resolve_text_path
 from .textcache import text_ids
-from .batching import split_data, check_fits
+from .batching import split_data
+from .config import check_fits
 from .model import CharModel, ModelConfig, num_params
 from .precision import bf16_supported
 from .training import TrainConfig, seed_everything
@@ -45,7 +46,8 @@ def prepare_text(text:str|Path, # a path to a UTF-8 text file, or a corpus name 
 # %% ../nbs/16_run.ipynb #3434de2b
 RECIPES = {  # measured on a 2-core CPU (bench/README.md has the search); the GPU's is not measured yet
     'cpu':  dict(model=dict(hidden=384, layers=2, dropout=0.0),
-                 train=dict(batch_size=32, seq_len=100, lr=3e-3, time_limit=175, eval_every=250)),
+                 train=dict(batch_size=32, seq_len=64, lr=5e-3, final_lr_frac=0.0, time_limit=175,
+                            eval_every=250)),
     'cuda': dict(model=dict(hidden=1024, layers=2, dropout=0.3),
                  train=dict(batch_size=128, seq_len=128, lr=2e-3, time_limit=50, eval_every=250)),
 }
