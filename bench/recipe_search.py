@@ -3,8 +3,10 @@
 Each candidate is a set of `charrnn.run.train` settings (width, depth, batch, sequence length, learning rate
 and schedule, dropout, weight decay; only fields `ModelConfig` and `TrainConfig` already have) trained on tiny
 Shakespeare (the package's copy, 90/10 split, as `charrnn train tinyshakespeare`) for `--seconds` of wall time
-(`time_limit`) from seed 0 (or `--seed`). The first candidate is the default CPU recipe itself
-(`charrnn.run.recipe`), the control; every other one changes a few of its settings.
+(`time_limit`) from seed 0 (or `--seed`). Every candidate is a change to the first CPU recipe (`FIRST`: 2×384,
+batch 32 × 100, lr 3e-3, cosine decay to 0.1), so that a candidate's number keeps its meaning when the recipe
+changes; candidate 0 is that recipe itself, the control. The search's winner, candidate 24, has been
+`charrnn.run.recipe` since stop 27: the header says which candidate the current recipe is.
 
 Candidates run side by side, `--parallel` at a time, each in its own process pinned to its own
 `--cores-per` CPU cores (`os.sched_setaffinity`, with `OMP_NUM_THREADS` and torch's threads set to match and
@@ -29,7 +31,10 @@ from _common import machine, emit, table
 from charrnn.run import recipe
 
 RECIPE = recipe(torch.device('cpu'))   # {'model': {...}, 'train': {...}}: what `charrnn train` uses on a CPU
-CHANGES = [  # each candidate's changes to the recipe; the first, none, is the recipe itself (the control)
+FIRST = dict(model=dict(hidden=384, layers=2, dropout=0.0),   # the first CPU recipe: the candidates change it
+             train=dict(batch_size=32, seq_len=100, lr=3e-3, final_lr_frac=0.1, time_limit=175,
+                        eval_every=250))
+CHANGES = [  # each candidate's changes to FIRST; the first, none, is FIRST itself (the control)
     {},
     dict(lr=2e-3),
     dict(lr=5e-3),
@@ -58,14 +63,23 @@ CHANGES = [  # each candidate's changes to the recipe; the first, none, is the r
     dict(lr=5e-3, seq_len=64, final_lr_frac=0.0),
     dict(lr=6e-3, seq_len=64, final_lr_frac=0.0),
     dict(lr=4e-3, seq_len=64, final_lr_frac=0.0),
+    # added at stop 27: the width of candidate 24 (the current recipe), narrower for more steps and wider
+    dict(lr=5e-3, seq_len=64, final_lr_frac=0.0, hidden=320),
+    dict(lr=5e-3, seq_len=64, final_lr_frac=0.0, hidden=448),
 ]
 
 
-def settings_of(change:dict) -> dict:
-    "The recipe's model and training settings with `change` applied (length, validations: the flags)."
-    base = {**RECIPE['model'], **RECIPE['train']}
+def settings_of(change:dict, # a candidate's changes
+                recipe:dict=FIRST) -> dict: # the recipe they change
+    "`recipe`'s model and training settings with `change` applied (length, validations: the flags)."
+    base = {**recipe['model'], **recipe['train']}
     for k in ('time_limit', 'max_steps', 'epochs', 'eval_every'): base.pop(k, None)   # set by the flags
     return {**base, **change}
+
+
+def current() -> list:
+    "The numbers of the candidates that train with the current recipe's settings (`charrnn.run.recipe`)."
+    return [i for i, c in enumerate(CHANGES) if settings_of(c) == settings_of({}, RECIPE)]
 
 
 def best_of(learn) -> dict:
@@ -101,7 +115,7 @@ def launch(job:dict) -> subprocess.Popen:
 def result_of(job:dict, proc:subprocess.Popen) -> dict:
     "The finished child's result, merged with its job (an error line if it failed)."
     out, err = proc.communicate()
-    change = json.dumps(job['change']) if job['change'] else 'the recipe'
+    change = json.dumps(job['change']) if job['change'] else 'the first recipe'
     row = dict(candidate=job['candidate'], change=change,
                cores=','.join(map(str, job['cores'])), settings=job['settings'])
     if proc.returncode != 0 or not out.strip():
@@ -141,7 +155,7 @@ def write(out:Path, info:dict, rows:list):
 
 
 def main(a):
-    "The search: the recipe, then the candidates in parallel, then the table and the files."
+    "The search: the candidates in parallel (the control first), then the table and the files."
     cores = sorted(os.sched_getaffinity(0))
     slots = [cores[i:i + a.cores_per] for i in range(0, len(cores) - a.cores_per + 1, a.cores_per)]
     slots = slots[:a.parallel or len(slots)]
@@ -149,7 +163,7 @@ def main(a):
     info.update(load_before=os.getloadavg(), slots=slots, seconds=a.seconds, precision=a.precision,
                 seed=a.seed)
     emit(dict(figure='machine', **info))
-    emit(dict(figure='recipe', **RECIPE))
+    emit(dict(figure='recipe', **RECIPE, candidate=current()))
     jobs = [dict(candidate=i, change=c, settings=settings_of(c), seconds=a.seconds, eval_every=a.eval_every,
                  val_chars=a.val_chars, precision=a.precision, seed=a.seed)
             for i, c in enumerate(CHANGES[:a.candidates])]
@@ -161,7 +175,8 @@ def main(a):
     print(f"Recipe search on tiny Shakespeare, {info['cpu']}, {info['cores']} cores, "
           f"{len(slots)} candidates at a time on {a.cores_per} cores each, {a.seconds:g} s each, "
           f"precision {a.precision}, seed {a.seed}; load average "
-          f"{info['load_before'][0]:.2f} before, {info['load_after'][0]:.2f} after; the recipe: {RECIPE}")
+          f"{info['load_before'][0]:.2f} before, {info['load_after'][0]:.2f} after; the current recipe, "
+          f"candidate {current()}: {RECIPE}")
     cols = ['candidate', 'change', 'steps', 'best_val', 'best_step', 'wall_s']
     print(table(sorted(rows, key=lambda r: r.get('best_val', float('inf'))), cols))
 
