@@ -3,10 +3,11 @@
 `bench/recipe_search.py` tries what `ModelConfig` and `TrainConfig` can already say. This script tries what
 issue 23 suggested beyond them, by patching PyTorch or charrnn inside its own process only: Adam's
 second-moment decay (beta2), the forget gate's bias, orthogonal recurrent weights, a warm-up, stable, decay
-schedule, and weight dropout (DropConnect) on the recurrent weights. A few settings changes, measured in the
-same session, are here too so that one command covers the table in bench/README.md. Every run is
-`charrnn.run.train` on the package's tiny Shakespeare with the current CPU recipe (`charrnn.run.recipe`),
-its change, `time_limit` 180 s and `--seed`; one run per call:
+schedule, weight dropout (DropConnect) on the recurrent weights, a layer-normalised LSTM cell (`LNLSTM`) and
+LayerNorms between fused LSTM layers (`LNBetween`). A few settings changes, measured in the same session,
+are here too so that one command covers the table in bench/README.md. Every run is `charrnn.run.train` on
+the package's tiny Shakespeare with the current CPU recipe (`charrnn.run.recipe`), its change, `time_limit`
+180 s and `--seed`; one run per call:
 
     python bench/recipe_tweaks.py base --seed 0        # the recipe itself: the control
     python bench/recipe_tweaks.py wdrop10 --seed 0     # weight dropout 0.1 on the recurrent weights
@@ -104,6 +105,31 @@ class LNLSTM(torch.nn.Module):
         return x, (torch.stack(hs), torch.stack(cs))
 
 
+class LNBetween(torch.nn.Module):
+    "Fused one-layer `nn.LSTM`s with a LayerNorm on each one's output (between layers, before the read-out)."
+    def __init__(self, n_in:int, hidden:int, layers:int):
+        super().__init__()
+        ins = [n_in] + [hidden] * (layers - 1)
+        self.rnns = torch.nn.ModuleList(torch.nn.LSTM(n, hidden, 1, batch_first=True) for n in ins)
+        self.norms = torch.nn.ModuleList(torch.nn.LayerNorm(hidden) for _ in ins)
+    def forward(self, x, state=None):  # state: (h, c), each (layers, B, hidden), as nn.LSTM's
+        hs, cs = [], []
+        for l, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
+            x, (h, c) = rnn(x, None if state is None else (state[0][l:l + 1], state[1][l:l + 1]))
+            x = norm(x)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs), torch.cat(cs))
+
+
+def layer_norm_between():
+    "The recipe's LSTM layers as separate fused layers, each output layer-normalised (`LNBetween`)."
+    def patch():
+        import charrnn.model as cm
+        cm.BODIES['lstm'] = lambda cfg: LNBetween(cfg.emb_dim, cfg.hidden, cfg.layers)
+    return patch
+
+
 def layer_norm_lstm():
     "The recipe's LSTM layers replaced by `LNLSTM`."
     def patch():
@@ -122,6 +148,10 @@ TWEAKS = {  # name: (what it changes, a patch to apply first or None, settings o
     'wdrop10': ('weight dropout 0.1 on the recurrent weights', weight_drop(0.1), {}),
     'wdrop25': ('weight dropout 0.25 on the recurrent weights', weight_drop(0.25), {}),
     'lnlstm':  ('a layer-normalised LSTM cell (unfused, in Python)', layer_norm_lstm(), {}),
+    'lnout':   ('fused layers, a LayerNorm on each output (between layers, before the read-out)',
+                layer_norm_between(), {}),
+    'lnout7':  ('lnout, lr 7e-3', layer_norm_between(), dict(lr=7e-3)),
+    'lnout10': ('lnout, lr 1e-2', layer_norm_between(), dict(lr=1e-2)),
     'clip1':   ('gradient clip 1 (the recipe: 5)', None, dict(grad_clip=1.0)),
     'b64s32':  ('batch 64 × 32 (the same characters per step)', None, dict(batch_size=64, seq_len=32)),
     'b48lr6':  ('batch 48, lr 6e-3', None, dict(batch_size=48, lr=6e-3)),
