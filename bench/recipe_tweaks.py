@@ -122,19 +122,11 @@ class LNBetween(torch.nn.Module):
         return x, (torch.cat(hs), torch.cat(cs))
 
 
-def layer_norm_between():
-    "The recipe's LSTM layers as separate fused layers, each output layer-normalised (`LNBetween`)."
+def lstm_body(cls):
+    "The recipe's LSTM layers replaced by `cls(inputs, hidden, layers)` (`LNLSTM` or `LNBetween`)."
     def patch():
         import charrnn.model as cm
-        cm.BODIES['lstm'] = lambda cfg: LNBetween(cfg.emb_dim, cfg.hidden, cfg.layers)
-    return patch
-
-
-def layer_norm_lstm():
-    "The recipe's LSTM layers replaced by `LNLSTM`."
-    def patch():
-        import charrnn.model as cm
-        cm.BODIES['lstm'] = lambda cfg: LNLSTM(cfg.emb_dim, cfg.hidden, cfg.layers)
+        cm.BODIES['lstm'] = lambda cfg: cls(cfg.emb_dim, cfg.hidden, cfg.layers)
     return patch
 
 
@@ -147,11 +139,11 @@ TWEAKS = {  # name: (what it changes, a patch to apply first or None, settings o
     'wsd30':   ('constant rate, then a linear decay to 0 over the last 30%', wsd(0.3), {}),
     'wdrop10': ('weight dropout 0.1 on the recurrent weights', weight_drop(0.1), {}),
     'wdrop25': ('weight dropout 0.25 on the recurrent weights', weight_drop(0.25), {}),
-    'lnlstm':  ('a layer-normalised LSTM cell (unfused, in Python)', layer_norm_lstm(), {}),
+    'lnlstm':  ('a layer-normalised LSTM cell (unfused, in Python)', lstm_body(LNLSTM), {}),
     'lnout':   ('fused layers, a LayerNorm on each output (between layers, before the read-out)',
-                layer_norm_between(), {}),
-    'lnout7':  ('lnout, lr 7e-3', layer_norm_between(), dict(lr=7e-3)),
-    'lnout10': ('lnout, lr 1e-2', layer_norm_between(), dict(lr=1e-2)),
+                lstm_body(LNBetween), {}),
+    'lnout7':  ('lnout, lr 7e-3', lstm_body(LNBetween), dict(lr=7e-3)),
+    'lnout10': ('lnout, lr 1e-2', lstm_body(LNBetween), dict(lr=1e-2)),
     'clip1':   ('gradient clip 1 (the recipe: 5)', None, dict(grad_clip=1.0)),
     'b64s32':  ('batch 64 × 32 (the same characters per step)', None, dict(batch_size=64, seq_len=32)),
     'b48lr6':  ('batch 48, lr 6e-3', None, dict(batch_size=48, lr=6e-3)),
@@ -185,7 +177,6 @@ def step_times():
 
 
 def main(a):
-    torch.set_num_threads(a.threads)
     what, patch = TWEAKS[a.tweak][:2]
     change = TWEAKS[a.tweak][2]
     if patch: patch()
@@ -209,9 +200,8 @@ if __name__ == '__main__':
     ap.add_argument('--list', action='store_true', help='print every tweak and what it changes')
     ap.add_argument('--step-time', action='store_true', help="time a step of the fused LSTM and of LNLSTM")
     args = ap.parse_args()
-    if args.step_time:
-        torch.set_num_threads(args.threads)
-        step_times()
+    torch.set_num_threads(args.threads)
+    if args.step_time: step_times()
     elif args.list or not args.tweak:
         for k, (what, _, _) in TWEAKS.items(): print(f'{k:8} {what}')
     else: main(args)
