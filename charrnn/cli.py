@@ -69,7 +69,8 @@ def add_flags(p, # an `argparse` parser, or an argument group of one
             nargs = None if prm.default is prm.empty else '?'
             p.add_argument(prm.name, metavar=prm.name.upper(), type=t, nargs=nargs, **kw)
         elif t is bool:
-            action = argparse.BooleanOptionalAction if prm.default else 'store_true'
+            on = prm.default or prm.name in shown  # on by default, or a recipe may turn it on: --no-X too
+            action = argparse.BooleanOptionalAction if on else 'store_true'
             p.add_argument(flag(prm.name), action=action, **kw)
         else: p.add_argument(flag(prm.name), type=t, **kw)
     return p

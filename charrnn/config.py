@@ -98,6 +98,8 @@ def _check_kind(cfg): # a `ModelConfig`
               f"--heads {cfg.heads} must divide --hidden {cfg.hidden} (each head takes an equal share)")
     check_arg(cfg.emb_dim in (None, cfg.hidden), f"--emb-dim {cfg.emb_dim}: a transformer's embedding is "
               f"as wide as the model (--hidden {cfg.hidden}); leave --emb-dim out")
+    check_arg(not cfg.norm, "--norm is for LSTM and GRU layers; a transformer's blocks normalise their own "
+              "inputs: leave --norm out")
     return cfg
 
 # %% ../nbs/10b_config.ipynb #b10c0109
@@ -111,6 +113,7 @@ def check_model(cfg): # a `ModelConfig` (lesson 02)
                   f"{flag(name)} must be a positive whole number, not {v}")
     check_arg(isinstance(cfg.dropout, (int, float)) and 0 <= cfg.dropout < 1,
               f"--dropout must be at least 0 and below 1, not {cfg.dropout}")
+    check_arg(isinstance(cfg.norm, bool), f"--norm must be True or False, not {cfg.norm!r}")
     return _check_kind(cfg)
 
 # %% ../nbs/10b_config.ipynb #b10c0112

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_arg
-from .model import CharModel, layer_weights
+from .model import CharModel, layer_weights, output_norm
 from .cudagraph import _graph_or_none, _replay
 
 # %% ../nbs/15_decoding.ipynb #06fb1a6c
@@ -33,6 +33,7 @@ class Decoder:
         self.lstm = model.cfg.cell == 'lstm'
         self.emb = model.emb.weight.detach()
         self.layers = [tuple(layer_weights(model, l).values()) for l in range(model.cfg.layers)]
+        self.norms = [output_norm(model, l) for l in range(model.cfg.layers)]  # None: no LayerNorms
         self.fc_w, self.fc_b = model.fc.weight.detach(), model.fc.bias.detach()
         self.cell = torch.lstm_cell if self.lstm else torch.gru_cell
 
@@ -48,10 +49,11 @@ def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
         ):
     "The logits for the next character, (B, V) float, and the new state."
     x, new = F.embedding(ids, self.emb), []
-    for weights, s in zip(self.layers, state):
+    for weights, norm, s in zip(self.layers, self.norms, state):
         s = self.cell(x, s, *weights)  # LSTM: (h, c); GRU: h
         new.append(s)
         x = s[0] if self.lstm else s
+        if norm: x = F.layer_norm(x, x.shape[-1:], *norm)  # a model with `norm` (lesson 02)
     return F.linear(x, self.fc_w, self.fc_b).float(), new
 
 # %% ../nbs/15_decoding.ipynb #cc7d0c88
@@ -89,14 +91,15 @@ def step(self:Int8Decoder, ids:torch.Tensor, # (B,) the current characters
         ):
     "The logits for the next character, (B, V) float, and the new state."
     x, new = None, []
-    for l, (lin, (h, c)) in enumerate(zip(self.lins, state)):
+    for l, (lin, norm, (h, c)) in enumerate(zip(self.lins, self.norms, state)):
         gates = F.embedding(ids, self.table) + lin(h) if l == 0 else lin(torch.cat([x, h], 1))
         H = c.shape[1]   # gates: (B, 4H), the input, forget, cell and output gates side by side
         i, f = torch.sigmoid(gates[:, :2 * H]).chunk(2, 1)
         g, o = gates[:, 2 * H:].chunk(2, 1)
         c = f * c + i * torch.tanh(g)
-        x = torch.sigmoid(o) * torch.tanh(c)
-        new.append((x, c))
+        h = torch.sigmoid(o) * torch.tanh(c)
+        new.append((h, c))
+        x = F.layer_norm(h, h.shape[-1:], *norm) if norm else h
     return F.linear(x, self.fc_w, self.fc_b).float(), new
 
 # %% ../nbs/15_decoding.ipynb #37d96505

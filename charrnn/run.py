@@ -45,7 +45,7 @@ def prepare_text(text:str|Path, # a path to a UTF-8 text file, or a corpus name 
 
 # %% ../nbs/16_run.ipynb #3434de2b
 RECIPES = {  # measured on a 2-core CPU (bench/README.md has the search); the GPU's is not measured yet
-    'cpu':  dict(model=dict(hidden=384, layers=2, dropout=0.0),
+    'cpu':  dict(model=dict(hidden=448, layers=2, dropout=0.0, norm=True),
                  train=dict(batch_size=32, seq_len=64, lr=5e-3, final_lr_frac=0.0, time_limit=175,
                             eval_every=250)),
     'cuda': dict(model=dict(hidden=1024, layers=2, dropout=0.3),
@@ -96,6 +96,8 @@ def run_settings(settings:dict, # settings given: any field of `ModelConfig` or 
     if any(k in settings for k in ('max_steps', 'epochs', 'time_limit')):
         for k in ('max_steps', 'epochs', 'time_limit'): train.pop(k, None)  # the user set the run's length
     model = {k: v for k, v in (base['model'] | settings).items() if k in mk}
+    if model.get('cell') == 'transformer' and 'norm' not in settings:
+        model.pop('norm', None)  # a recipe's LayerNorms between layers are for recurrent layers
     mcfg = ModelConfig(**model).check()
     cfg = TrainConfig(**(train | {k: v for k, v in settings.items() if k in tk}))
     cfg.check()
@@ -146,7 +148,8 @@ def source_settings(model:CharModel, # the model the run starts from
                     device:torch.device, # where the run trains: its recipe gives the training settings
                    ) -> dict:
     "A fine-tuned run's base settings: `model`'s shape, the recipe's training at `FINE_TUNE_LR`."
-    c, shape = model.config, {k: v for k, v in model.config.items() if k != 'dropout'}
+    c = model.config
+    shape = {'norm': False} | {k: v for k, v in c.items() if k != 'dropout'}  # (`norm` is left out if off)
     bad = [k for k in shape if k in settings and settings[k] != shape[k]]
     check_arg(not bad, f"{', '.join(f'{flag(k)} {settings[k]}' for k in bad)}: the model given by "
               f"{flag('init_from')} is {c['cell'].upper()} {c['layers']}×{c['hidden']}, "
@@ -173,7 +176,7 @@ def _start_line(learn:DistLearner, corpus:dict, run:RunDir|None, resumed:bool) -
     length = ', '.join(f'{k.replace("_", " ")} {v:g}' for k in ends if (v := getattr(cfg, k)))
     bf16 = ', bf16' if bf16_supported(dev) and cfg.precision != 'fp32' else ''
     return (f"{f'resuming at step {learn.step}: ' if resumed else ''}{corpus['name']}: "
-            f"{c.cell.upper()} {c.layers}×{c.hidden} "
+            f"{c.cell.upper()} {c.layers}×{c.hidden}{' with LayerNorms' if c.norm else ''} "
             f"({num_params(learn.model) / 1e6:.2f}M params) on {len(learn.train_ids):,} training and "
             f"{len(learn.val_ids):,} validation characters; {dev}{bf16}; until {length}"
             + (f"; run folder {run.path}" if run is not None else ''))

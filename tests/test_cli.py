@@ -636,3 +636,19 @@ def test_generate_bundled_by_name(cli):
     "CHECKPOINT 'bundled' is the model generate uses with no CHECKPOINT (as for evaluate, train --init-from)."
     a, b = (cli('generate', *c, '--prime', 'ROMEO:', '--length', 40, '--seed', 2) for c in (['bundled'], []))
     assert a.returncode == 0 and a.stdout == b.stdout and len(a.stdout) == len('ROMEO:') + 40 + 1, (a, b)
+
+def test_norm_trains_saves_and_generates(cli, corpus, tmp_path):
+    "--norm reaches the checkpoint, and both decoders generate from the model; --no-norm turns it off."
+    out = tmp_path/'normed'
+    r = cli('train', corpus, '--out', out, *SHORT, '--norm')
+    assert r.returncode == 0, r
+    config = json.loads(safetensors_header(out/'best.safetensors')['__metadata__']['config'])
+    assert config['norm'] is True, config
+    for weights in ('fp32', 'int8'):
+        g = cli('generate', out, '--prime', 'ROMEO:', '--length', 40, '--seed', 1, '--weights', weights)
+        assert g.returncode == 0 and len(g.stdout) == len('ROMEO:') + 40 + 1, g
+    plain = tmp_path/'plain'
+    assert cli('train', corpus, '--out', plain, *SHORT, '--no-norm').returncode == 0
+    assert 'norm' not in json.loads(safetensors_header(plain/'best.safetensors')['__metadata__']['config'])
+    r = cli('train', corpus, '--out', tmp_path/'ft', *SHORT, '--init-from', plain, '--norm')
+    assert_user_error(r, 'train', 'a fine-tuned model keeps its shape', 'leave out --norm')
