@@ -5,8 +5,9 @@ and schedule, dropout, weight decay; only fields `ModelConfig` and `TrainConfig`
 Shakespeare (the package's copy, 90/10 split, as `charrnn train tinyshakespeare`) for `--seconds` of wall time
 (`time_limit`) from seed 0 (or `--seed`). Every candidate is a change to the first CPU recipe (`FIRST`: 2×384,
 batch 32 × 100, lr 3e-3, cosine decay to 0.1), so that a candidate's number keeps its meaning when the recipe
-changes; candidate 0 is that recipe itself, the control. The search's winner, candidate 24, has been
-`charrnn.run.recipe` since stop 27: the header says which candidate the current recipe is.
+changes; candidate 0 is that recipe itself, the control. The search's winner, candidate 24, was
+`charrnn.run.recipe` from stop 27; since stop 29 the recipe is candidate 30 (LayerNorms between the layers,
+2×448, found with bench/recipe_tweaks.py): the header says which candidate the current recipe is.
 
 Candidates run side by side, `--parallel` at a time, each in its own process pinned to its own
 `--cores-per` CPU cores (`os.sched_setaffinity`, with `OMP_NUM_THREADS` and torch's threads set to match and
@@ -15,7 +16,7 @@ the recipe's 2-core target does. A line is printed per candidate as it ends (its
 validation loss in nats) and the whole table at the end; `--out` receives `results.json` (the machine, the
 recipe, every candidate's settings and result, each validation) and `results.csv`.
 
-    python bench/recipe_search.py --out runs/search     # 27 candidates, 180 s each, cores/2 at a time
+    python bench/recipe_search.py --out runs/search     # 32 candidates, 180 s each, cores/2 at a time
     python bench/recipe_search.py --out /tmp/smoke --parallel 1 --cores-per 1 --seconds 5 --candidates 2 \\
         --eval-every 20 --val-chars 5000                              # a smoke run (no figures worth quoting)
 
@@ -31,7 +32,9 @@ from _common import machine, emit, table
 from charrnn.run import recipe
 
 RECIPE = recipe(torch.device('cpu'))   # {'model': {...}, 'train': {...}}: what `charrnn train` uses on a CPU
-FIRST = dict(model=dict(hidden=384, layers=2, dropout=0.0),   # the first CPU recipe: the candidates change it
+# the first CPU recipe, which the candidates change (it had no LayerNorms: `norm` is named so that the
+# current recipe's does not leak into it)
+FIRST = dict(model=dict(hidden=384, layers=2, dropout=0.0, norm=False),
              train=dict(batch_size=32, seq_len=100, lr=3e-3, final_lr_frac=0.1, time_limit=175,
                         eval_every=250))
 CHANGES = [  # each candidate's changes to FIRST; the first, none, is FIRST itself (the control)
@@ -66,6 +69,10 @@ CHANGES = [  # each candidate's changes to FIRST; the first, none, is FIRST itse
     # added at stop 27: the width of candidate 24 (the current recipe), narrower for more steps and wider
     dict(lr=5e-3, seq_len=64, final_lr_frac=0.0, hidden=320),
     dict(lr=5e-3, seq_len=64, final_lr_frac=0.0, hidden=448),
+    # added at stop 29: LayerNorms between the layers (`norm`, found with bench/recipe_tweaks.py), then wider
+    dict(lr=5e-3, seq_len=64, final_lr_frac=0.0, norm=True),
+    dict(lr=5e-3, seq_len=64, final_lr_frac=0.0, norm=True, hidden=448),
+    dict(lr=7e-3, seq_len=64, final_lr_frac=0.0, norm=True, hidden=448),
 ]
 
 

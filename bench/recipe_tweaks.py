@@ -3,13 +3,16 @@
 `bench/recipe_search.py` tries what `ModelConfig` and `TrainConfig` can already say. This script tries what
 issue 23 suggested beyond them, by patching PyTorch or charrnn inside its own process only: Adam's
 second-moment decay (beta2), the forget gate's bias, orthogonal recurrent weights, a warm-up, stable, decay
-schedule, weight dropout (DropConnect) on the recurrent weights, a layer-normalised LSTM cell (`LNLSTM`) and
-LayerNorms between fused LSTM layers (`LNBetween`). A few settings changes, measured in the same session,
-are here too so that one command covers the table in bench/README.md. Every run is `charrnn.run.train` on
-the package's tiny Shakespeare with the current CPU recipe (`charrnn.run.recipe`), its change, `time_limit`
-180 s and `--seed`; one run per call:
+schedule, weight dropout (DropConnect) on the recurrent weights and a layer-normalised LSTM cell (`LNLSTM`);
+and LayerNorms between the fused LSTM layers, which began here as a patch and is now a setting of the model
+(`ModelConfig.norm`, lesson 02), with a residual variant. A few settings changes, measured in the same
+session, are here too so that one command covers the table in bench/README.md. Every run is
+`charrnn.run.train` on the package's tiny Shakespeare with the CPU recipe of stop 27 (`STOP27`, the recipe
+the table measured against; `recipe` is today's `charrnn.run.recipe`), its change, `time_limit` 180 s and
+`--seed`; one run per call:
 
-    python bench/recipe_tweaks.py base --seed 0        # the recipe itself: the control
+    python bench/recipe_tweaks.py base --seed 0        # stop 27's recipe itself: the control
+    python bench/recipe_tweaks.py recipe --seed 0      # the current recipe
     python bench/recipe_tweaks.py wdrop10 --seed 0     # weight dropout 0.1 on the recurrent weights
     python bench/recipe_tweaks.py --list               # every tweak, with what it changes
     python bench/recipe_tweaks.py --step-time          # ms per step: the fused LSTM, the layer-normalised one
@@ -105,33 +108,37 @@ class LNLSTM(torch.nn.Module):
         return x, (torch.stack(hs), torch.stack(cs))
 
 
-class LNBetween(torch.nn.Module):
-    "Fused one-layer `nn.LSTM`s with a LayerNorm on each one's output (between layers, before the read-out)."
-    def __init__(self, n_in:int, hidden:int, layers:int):
-        super().__init__()
-        ins = [n_in] + [hidden] * (layers - 1)
-        self.rnns = torch.nn.ModuleList(torch.nn.LSTM(n, hidden, 1, batch_first=True) for n in ins)
-        self.norms = torch.nn.ModuleList(torch.nn.LayerNorm(hidden) for _ in ins)
-    def forward(self, x, state=None):  # state: (h, c), each (layers, B, hidden), as nn.LSTM's
-        hs, cs = [], []
-        for l, (rnn, norm) in enumerate(zip(self.rnns, self.norms)):
-            x, (h, c) = rnn(x, None if state is None else (state[0][l:l + 1], state[1][l:l + 1]))
-            x = norm(x)
-            hs.append(h)
-            cs.append(c)
-        return x, (torch.cat(hs), torch.cat(cs))
+def residual_norm():
+    "`norm=True` with a residual path round every layer after the first: `x + norm(layer(x))`."
+    def patch():
+        import charrnn.model as cm
+        def forward(self, x, hidden=None):
+            states = []
+            for l, (rnn, norm) in enumerate(zip(self.layers, self.norms)):
+                y, s = rnn(x, cm.map_hidden(lambda t: t[l:l + 1], hidden))
+                x = norm(y) if l == 0 else x + norm(y)
+                states.append(s)
+            return x, tuple(torch.cat(t) for t in zip(*states))
+        cm.NormedLayers.forward = forward
+    return patch
 
 
 def lstm_body(cls):
-    "The recipe's LSTM layers replaced by `cls(inputs, hidden, layers)` (`LNLSTM` or `LNBetween`)."
+    "The recipe's LSTM layers replaced by `cls(inputs, hidden, layers)` (`LNLSTM`)."
     def patch():
         import charrnn.model as cm
         cm.BODIES['lstm'] = lambda cfg: cls(cfg.emb_dim, cfg.hidden, cfg.layers)
     return patch
 
 
+# The CPU recipe of stop 27, which every tweak changes (bench/README.md's item 7 measured against it). It
+# names every setting the current recipe sets, so that none of the current recipe's leaks into a tweak.
+STOP27 = dict(hidden=384, layers=2, dropout=0.0, norm=False, batch_size=32, seq_len=64, lr=5e-3,
+              final_lr_frac=0.0, eval_every=250)
+
 TWEAKS = {  # name: (what it changes, a patch to apply first or None, settings over the recipe)
-    'base':    ('nothing: the recipe', None, {}),
+    'base':    ("nothing: stop 27's recipe", None, {}),
+    'recipe':  ('the current CPU recipe (`charrnn.run.recipe`)', None, None),
     'b99':     ("Adam's beta2 0.99", adam_betas((0.9, 0.99)), {}),
     'b95':     ("Adam's beta2 0.95", adam_betas((0.9, 0.95)), {}),
     'fbias':   ('forget-gate bias 1 at the start', lstm_init(forget_bias=True), {}),
@@ -140,10 +147,19 @@ TWEAKS = {  # name: (what it changes, a patch to apply first or None, settings o
     'wdrop10': ('weight dropout 0.1 on the recurrent weights', weight_drop(0.1), {}),
     'wdrop25': ('weight dropout 0.25 on the recurrent weights', weight_drop(0.25), {}),
     'lnlstm':  ('a layer-normalised LSTM cell (unfused, in Python)', lstm_body(LNLSTM), {}),
-    'lnout':   ('fused layers, a LayerNorm on each output (between layers, before the read-out)',
-                lstm_body(LNBetween), {}),
-    'lnout7':  ('lnout, lr 7e-3', lstm_body(LNBetween), dict(lr=7e-3)),
-    'lnout10': ('lnout, lr 1e-2', lstm_body(LNBetween), dict(lr=1e-2)),
+    'lnout':   ("a LayerNorm on each fused layer's output (`norm=True`: between layers, before the read-out)",
+                None, dict(norm=True)),
+    'lnout7':  ('lnout, lr 7e-3', None, dict(norm=True, lr=7e-3)),
+    'lnout10': ('lnout, lr 1e-2', None, dict(norm=True, lr=1e-2)),
+    'lnout7w': ('lnout, lr 7e-3, 2×448', None, dict(norm=True, lr=7e-3, hidden=448)),
+    'lnout7x': ('lnout, lr 7e-3, 2×512', None, dict(norm=True, lr=7e-3, hidden=512)),
+    'lnout5w': ('lnout, lr 5e-3, 2×448', None, dict(norm=True, hidden=448)),
+    'lnout7e': ('lnout, lr 7e-3, validating every 1,000 steps (the recipe: 250)', None,
+                dict(norm=True, lr=7e-3, eval_every=1000)),
+    'lnout7we': ('lnout, lr 7e-3, 2×448, validating every 1,000 steps', None,
+                 dict(norm=True, lr=7e-3, hidden=448, eval_every=1000)),
+    'lnres7':  ('lnout with a residual path round the second layer, lr 7e-3', residual_norm(),
+                dict(norm=True, lr=7e-3)),
     'clip1':   ('gradient clip 1 (the recipe: 5)', None, dict(grad_clip=1.0)),
     'b64s32':  ('batch 64 × 32 (the same characters per step)', None, dict(batch_size=64, seq_len=32)),
     'b48lr6':  ('batch 48, lr 6e-3', None, dict(batch_size=48, lr=6e-3)),
@@ -182,7 +198,10 @@ def main(a):
     if patch: patch()
     from charrnn.run import train, recipe
     r = recipe(torch.device('cpu'))
-    settings = {**r['model'], **r['train'], 'time_limit': a.seconds, **change}
+    now = {**r['model'], **r['train']}
+    assert set(now) - {'time_limit'} <= set(STOP27), f'STOP27 must name every setting of the recipe: {now}'
+    if change is None: change = {k: v for k, v in now.items() if k != 'time_limit'}   # 'recipe'
+    settings = {**STOP27, 'time_limit': a.seconds, **change}
     t = time.perf_counter()
     learn = train('tinyshakespeare', out=None, device='cpu', quiet=True, seed=a.seed, **settings)
     evals = [(e['step'], round(e['val_loss'], 4)) for e in learn.history.evals]
