@@ -10,9 +10,11 @@ that each peak memory figure is its own:
           `Vocab.encode`.
   cached  `prepare_text` again (the ids memory-mapped from the cache), split into what it costs: hashing the
           text (`file_sha256`) and checking the cache file (`_load_ids`: header, size, CRC-32 of the mapped
-          ids). Then the CPU recipe's model (LSTM 2×384, batch 32 × 100) trains 100 steps (--steps) with one
-          validation at the end, scoring `TrainConfig.val_chars` characters (its default, or the whole split
-          if smaller): step time = (time of `fit` − the validation) / steps. Peak memory of the whole process.
+          ids). Then the CPU recipe's model and batch (when the figures were taken, a 2×384 LSTM on
+          batches of 32 × 100; since stop 29, 2×448 with LayerNorms on 32 × 64) trains 100 steps (--steps)
+          with one validation at the end, scoring `TrainConfig.val_chars` characters (its default, or the
+          whole split if smaller): step time = (time of `fit` − the validation) / steps. Peak memory of the
+          whole process.
 
 Peak memory (ru_maxrss, `peak … GB`) includes Python, torch and charrnn themselves (about 0.24 GB, printed as
 `base`: the peak after the imports). `+GB` is what preparing added to the peak above the memory in use just

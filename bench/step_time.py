@@ -1,7 +1,8 @@
 """Milliseconds per training step, and characters per second, of the CPU recipe and variations of it.
 
 Each argument is a JSON object of `ModelConfig` and `TrainConfig` settings over the CPU recipe
-(`charrnn.run.recipe`: today a 2×384 LSTM, no dropout, batches of 32 × 100); each is trained on tiny
+(`charrnn.run.recipe`: today a 2×448 LSTM with LayerNorms between its layers, no dropout, batches of 32 × 64);
+each is trained on tiny
 Shakespeare (the package's copy) by a `RunLearner` for 10 steps of warm-up, then timed over `--steps` more.
 `--profile` prints
 `torch.profiler`'s table of the timed steps of the first setting instead. Run it on an idle machine;

@@ -1,8 +1,9 @@
 """What one validation costs, against one training step, for the CPU recipe's model (issue 14: `--val-chars`).
 
-Runs the CPU recipe's LSTM (2×384) on tiny Shakespeare: for each N given, one validation of the first N
-characters of the validation text, between two timings of training steps of the recipe (batch 32 × 100). It
-prints seconds of CPU (process time, so a busy machine changes the figures little; run it with
+Runs the CPU recipe's LSTM and batch (`charrnn.run.RECIPES['cpu']`: since stop 29, 2×448 with LayerNorms on
+32 × 64; a 2×384 LSTM on 32 × 100 when the issue-14 figures were taken) on tiny Shakespeare: for each N given,
+one validation of the first N characters of the validation text, between two timings of training steps of the
+recipe. It prints seconds of CPU (process time, so a busy machine changes the figures little; run it with
 OMP_NUM_THREADS=1, so that no thread spins) and the ratio: how many training steps one validation of N
 characters costs.
 
