@@ -154,8 +154,6 @@ TWEAKS = {  # name: (what it changes, a patch to apply first or None, settings o
     'lnout7w': ('lnout, lr 7e-3, 2×448', None, dict(norm=True, lr=7e-3, hidden=448)),
     'lnout7x': ('lnout, lr 7e-3, 2×512', None, dict(norm=True, lr=7e-3, hidden=512)),
     'lnout5w': ('lnout, lr 5e-3, 2×448', None, dict(norm=True, hidden=448)),
-    'lnout7e': ('lnout, lr 7e-3, validating every 1,000 steps (the recipe: 250)', None,
-                dict(norm=True, lr=7e-3, eval_every=1000)),
     'lnout7we': ('lnout, lr 7e-3, 2×448, validating every 1,000 steps', None,
                  dict(norm=True, lr=7e-3, hidden=448, eval_every=1000)),
     'lnres7':  ('lnout with a residual path round the second layer, lr 7e-3', residual_norm(),
