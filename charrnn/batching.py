@@ -11,7 +11,7 @@ from .core import check_arg
 from .config import check_fits, min_split_chars
 
 # %% auto #0
-__all__ = ['split_data', 'generate_batches', 'StreamBatcher', 'eval_batcher']
+__all__ = ['split_data', 'generate_batches', 'StreamBatcher', 'epoch_batcher', 'eval_batcher']
 
 # %% ../nbs/01_batching.ipynb #611f37bc
 def split_data(ids, # the encoded text, 1-d
@@ -80,6 +80,18 @@ def __iter__(self:StreamBatcher): return (self[i] for i in range(len(self)))
 def device(self:StreamBatcher): return self.x.device
 @patch(as_prop=True)
 def chars_per_window(self:StreamBatcher): return self.x.shape[0] * self.seq_len
+
+# %% ../nbs/01_batching.ipynb #5043ce2c
+def epoch_batcher(ids:torch.Tensor, # the encoded training text
+                  batch_size:int, # rows (streams) in each batch
+                  seq_len:int, # characters per window
+                  epoch:int, # the epoch, from 0
+                  seed:int=0): # the run's seed
+    "The training streams of `epoch`: after the first epoch, they start up to `seq_len - 1` characters on."
+    g = torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64)  # 64-bit seeds
+    room = len(ids) - 1 - batch_size * seq_len  # what one batch leaves over
+    drawn = int(torch.randint(seq_len, (1,), generator=g))
+    return StreamBatcher(ids, batch_size, seq_len, offset=0 if epoch == 0 else min(drawn, max(0, room)))
 
 # %% ../nbs/01_batching.ipynb #402dbedf
 def eval_batcher(ids:torch.Tensor, # the validation ids

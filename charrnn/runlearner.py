@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .core import check_arg
 from .model import map_hidden
 from .precision import Autocast, make_optimizer
-from .training import Learner, History
+from .training import Learner, History, ClockCB
 
 # %% auto #0
 __all__ = ['CancelStepException', 'CancelFitException', 'RunLearner']
@@ -61,6 +61,7 @@ def fit(self:RunLearner) -> History:
     "The lesson's `fit`; a `CancelFitException` ends it at once (no `after_fit`), returning the history."
     try: return Learner.fit(self)
     except CancelFitException: return self.history
+ClockCB.after_cancel_step = ClockCB.before_fit  # on from the `elapsed` a rollback put back
 
 # %% ../nbs/10d_runlearner.ipynb #d1e00020
 @patch

@@ -16,7 +16,7 @@ from fastcore.basics import patch, store_attr
 from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
 from .core import check_arg
 from .config import TrainConfig
-from .batching import StreamBatcher, eval_batcher
+from .batching import StreamBatcher, eval_batcher, epoch_batcher
 from .scoring import evaluate
 from .model import map_hidden, bits_per_char
 from .generation import generate_text
@@ -69,6 +69,26 @@ def plot(self:History, title:str|None=None, # a title, e.g. what made the curve
     ax.legend()
     return ax.figure
 
+# %% ../nbs/03_training.ipynb #3961bb5c
+@patch
+def add_eval(self:History, step:int, # the step just taken
+             val_loss:float, # the validation loss, in nats
+             val_chars:int, # the characters it scored
+             elapsed:float): # the training time so far, in seconds
+    "Record a validation, with the mean training loss of the steps since the previous one."
+    recent = self.train_loss[self.evals[-1]['step'] if self.evals else 0:]
+    mean = float(np.mean(recent)) if recent else None
+    self.evals.append(dict(step=step, val_loss=val_loss, train_loss=mean, elapsed=round(elapsed, 2),
+                           val_chars=val_chars))
+@patch(as_prop=True)
+def best_val(self:History) -> float:
+    "The lowest validation loss so far (`inf` before the first)."
+    return min((e['val_loss'] for e in self.evals if math.isfinite(e['val_loss'])), default=math.inf)
+@patch(as_prop=True)
+def best_step(self:History) -> int:
+    "The step of the lowest validation loss so far (its first; 0 before the first validation)."
+    return next((e['step'] for e in self.evals if e['val_loss'] == self.best_val), 0)
+
 # %% ../nbs/03_training.ipynb #5592d210
 class Callback:
     "Handles some of the learner's events: a method per event, called with the learner, lowest `order` first."
@@ -76,10 +96,9 @@ class Callback:
 
 # %% ../nbs/03_training.ipynb #3fc8936a
 class ClockCB(Callback):
-    "Count training time in `learn.elapsed`: its value when `fit` starts (or a cancelled step), plus since."
+    "Count training time in `learn.elapsed`: its value when `fit` starts, plus the time since."
     order = -40  # first: the other callbacks see this step's time
-    def restart(self, learn): self.start = (learn.elapsed, time.perf_counter())  # learn: the learner
-    before_fit = after_cancel_step = restart
+    def before_fit(self, learn): self.start = (learn.elapsed, time.perf_counter())  # learn: the learner
     def after_step(self, learn): learn.elapsed = self.start[0] + time.perf_counter() - self.start[1]
 
 # %% ../nbs/03_training.ipynb #3fc8936b
@@ -100,18 +119,17 @@ class ValidationCB(Callback):
 
 # %% ../nbs/03_training.ipynb #30075c0d
 class ProgressCB(Callback):
-    "A progress bar over the run's steps (in a notebook or a terminal), with the recent training loss."
+    "A progress bar over the run (in a notebook or a terminal), with the step and the recent training loss."
     def before_fit(self, learn): # the learner
         self.bar = None
         if learn.quiet or not (IN_NOTEBOOK or sys.stdout.isatty()): return  # no bar in a log file
-        self.bar = progress_bar(range(learn.total_steps() or 1000), leave=False)
+        self.bar = progress_bar(range(100), leave=False)  # in percent of the run
         self.bar.on_iter_begin()
         self.bar.update(0)
     def after_log(self, learn): # the learner
         if getattr(self, 'bar', None) is None: return  # (no bar, or no fit yet)
-        done = learn.step if learn.total_steps() else int(1000 * learn.progress())
-        self.bar.update(min(self.bar.total - 1, done))
-        self.bar.comment = f"step {learn.step}, train loss {learn.losses.mean().item():.3f}"
+        self.bar.comment = f"step {learn.step}, train loss {learn.losses.mean().item():.3f}"  # before update
+        self.bar.update(min(99, int(100 * learn.progress())))
     def cleanup_fit(self, learn): # the learner
         if getattr(self, 'bar', None) is not None: self.bar.on_iter_end()
 
@@ -172,13 +190,9 @@ Learner.device = property(lambda self: self.model.device)
 # %% ../nbs/03_training.ipynb #6fc2313c
 @patch
 def batcher(self:Learner) -> StreamBatcher:
-    "The training windows of the current epoch (made once per epoch)."
+    "The training windows of the current epoch (lesson 01's `epoch_batcher`, made once per epoch)."
     if getattr(self, '_batches', (None,))[0] != self.epoch:
-        g = torch.Generator().manual_seed((self.cfg.seed * 100_003 + self.epoch) % 2**64)  # 64-bit seeds
-        room = len(self.train_ids) - 1 - self.cfg.batch_size * self.cfg.seq_len  # what one batch leaves over
-        drawn = int(torch.randint(self.cfg.seq_len, (1,), generator=g))
-        offset = 0 if self.epoch == 0 else min(drawn, max(0, room))
-        b = StreamBatcher(self.train_ids, self.cfg.batch_size, self.cfg.seq_len, offset=offset)
+        b = epoch_batcher(self.train_ids, self.cfg.batch_size, self.cfg.seq_len, self.epoch, self.cfg.seed)
         self._batches = (self.epoch, b)
     return self._batches[1]
 
@@ -197,13 +211,11 @@ def progress(self:Learner) -> float:
     "The fraction of the run done, 0 to 1: it drives the learning-rate schedule."
     return self.step / t if (t := self.total_steps()) else 0.
 
-# %% ../nbs/03_training.ipynb #0fbfc36c
+# %% ../nbs/03_training.ipynb #0fbfc36e
 @patch
 def learning_rate(self:Learner) -> float:
     "The learning rate of the step about to be taken: the schedule's (`lr_at`)."
     return lr_at(self.cfg, self.step, self.progress())
-
-# %% ../nbs/03_training.ipynb #0fbfc36e
 @patch
 def train_step(self:Learner, x:torch.Tensor, # input ids, (B, T)
                y:torch.Tensor): # target ids: the next character of each, (B, T)
@@ -245,35 +257,22 @@ def one_step(self:Learner):
     self.fire('after_step')
     self.log_point()
 
-# %% ../nbs/03_training.ipynb #69717e54
+# %% ../nbs/03_training.ipynb #69717e56
 @patch
 def val_loss(self:Learner) -> tuple[float, int]:
     "The loss on the validation text, and the number of characters scored."
     b = eval_batcher(self.val_ids)
     return evaluate(self.model, b, self.cfg.precision), b.batch_size * b.n
-
-# %% ../nbs/03_training.ipynb #69717e56
 @patch
 def validate(self:Learner) -> float:
     "Evaluate on the validation text; record it in `history`; fire `before_validate` and `after_validate`."
     self.fire('before_validate')
     val, chars = self.val_loss()
-    recent = self.history.train_loss[self.history.evals[-1]['step'] if self.history.evals else 0:]
-    mean = float(np.mean(recent)) if recent else None
-    self.history.evals.append(dict(step=self.step, val_loss=val, train_loss=mean,
-                                   elapsed=round(self.elapsed, 2), val_chars=chars))
+    self.history.add_eval(self.step, val, chars, self.elapsed)
     self.fire('after_validate')
     return val
-
-# %% ../nbs/03_training.ipynb #69717e55
-@patch(as_prop=True)
-def best_val(self:Learner) -> float:
-    "The lowest validation loss so far (`inf` before the first)."
-    return min((e['val_loss'] for e in self.history.evals if math.isfinite(e['val_loss'])), default=math.inf)
-@patch(as_prop=True)
-def best_step(self:Learner) -> int:
-    "The step of the lowest validation loss so far (its first; 0 before the first validation)."
-    return next((e['step'] for e in self.history.evals if e['val_loss'] == self.best_val), 0)
+Learner.best_val = property(lambda self: self.history.best_val, doc="The lowest validation loss so far.")
+Learner.best_step = property(lambda self: self.history.best_step, doc="The step of `best_val`.")
 
 # %% ../nbs/03_training.ipynb #6978b37f
 @patch
