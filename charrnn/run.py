@@ -143,6 +143,11 @@ def check_out(run:RunDir, # the run folder asked for
 # %% ../nbs/16_run.ipynb #eccfd984
 FINE_TUNE_LR = 1e-3  # the rate of a run started from a trained model, unless --lr (bench/finetune_lr.py)
 
+def _as_given(k:str, v) -> str:
+    "Setting `k` of value `v` as it was given: '--hidden 512', '--norm' or '--no-norm'."
+    if isinstance(v, bool): return flag(k) if v else '--no-' + flag(k)[2:]
+    return f'{flag(k)} {v}'
+
 def source_settings(model:CharModel, # the model the run starts from
                     settings:dict, # the settings given
                     device:torch.device, # where the run trains: its recipe gives the training settings
@@ -150,11 +155,11 @@ def source_settings(model:CharModel, # the model the run starts from
     "A fine-tuned run's base settings: `model`'s shape, the recipe's training at `FINE_TUNE_LR`."
     c = model.config
     shape = {'norm': False} | {k: v for k, v in c.items() if k != 'dropout'}  # (`norm` is left out if off)
-    bad = [k for k in shape if k in settings and settings[k] != shape[k]]
-    check_arg(not bad, f"{', '.join(f'{flag(k)} {settings[k]}' for k in bad)}: the model given by "
-              f"{flag('init_from')} is {c['cell'].upper()} {c['layers']}×{c['hidden']}, "
-              f"embedding {c['emb_dim']}, "
-              f"and a fine-tuned model keeps its shape; leave out {', '.join(map(flag, bad))}")
+    bad = [_as_given(k, settings[k]) for k in shape if k in settings and settings[k] != shape[k]]
+    norms = ' with LayerNorms' if c.get('norm') else ''
+    check_arg(not bad, f"{', '.join(bad)}: the model given by {flag('init_from')} is {c['cell'].upper()} "
+              f"{c['layers']}×{c['hidden']}{norms}, embedding {c['emb_dim']}, "
+              f"and a fine-tuned model keeps its shape; leave out {', '.join(b.split()[0] for b in bad)}")
     return dict(model=c, train=recipe(device)['train'] | dict(lr=FINE_TUNE_LR))
 
 # %% ../nbs/16_run.ipynb #4ed76fbd
