@@ -43,7 +43,7 @@ def seed_everything(seed:int): # the seed
 class History:
     "The loss of every training step and every validation of a run."
     train_loss:list = field(default_factory=list) # one per step
-    evals:list = field(default_factory=list) # dicts: step, val_loss, train_loss (since the last), elapsed
+    evals:list = field(default_factory=list) # one dict per validation (`add_eval`)
     def smoothed(self, window:int|None=None): # steps per point (default: about 200 points in all)
         "Steps and the training loss averaged over each `window` steps (all of them, if fewer)."
         n = len(self.train_loss)
