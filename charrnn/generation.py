@@ -98,7 +98,7 @@ def _encode_prime(model:CharModel, # the model whose vocabulary to use
                  ) -> torch.Tensor:
     "The ids of `prime`, (1, T), on the model's device; a `VocabError` names each character it never saw."
     check_arg(isinstance(prime, str) and len(prime) > 0,
-              "--prime must have at least one character to start from")
+              "the prime must have at least one character to start from")
     if bad := model.vocab.unknown(prime):
         raise VocabError(f"the prime text has characters the model never saw: {describe_chars(bad)}; "
                          "use only characters from its training text")

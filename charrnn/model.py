@@ -29,7 +29,7 @@ class ModelConfig:
     emb_dim:int|None=None # embedding width (default: the vocabulary size; a transformer's is its width)
     norm:bool=False # a LayerNorm on each recurrent layer's output (`NormedLayers`)
     heads:int|None=None # attention heads per block (transformer; default: up to 8, of 32 units or more)
-    context:int|None=None # characters attention looks back over (transformer; default: --seq-len, else 256)
+    context:int|None=None # characters attention looks back over (transformer; default: seq_len, else 256)
 
 # %% ../nbs/02_model.ipynb #4041c291
 @patch
@@ -81,7 +81,7 @@ class CharModel(nn.Module):
                 ):
         super().__init__()
         cfg = with_fields(cfg or ModelConfig(), **kw).resolved(len(vocab))
-        check_arg(cfg.cell in BODIES, f"--cell {cfg.cell}: import charrnn.transformer first (it adds it)")
+        check_arg(cfg.cell in BODIES, f"cell={cfg.cell!r}: import charrnn.transformer first (it adds it)")
         self.vocab, self.cfg = vocab, cfg
         self.emb = nn.Embedding(len(vocab), cfg.emb_dim)
         self.rnn = BODIES[cfg.cell](cfg)  # the recurrent layers (lesson 07: or a transformer's blocks)
