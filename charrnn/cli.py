@@ -118,8 +118,8 @@ def train_cmd(
     device:str='auto', # auto, cpu, cuda, cuda:N or mps
     resume:bool=False, # continue the run in --out from its latest checkpoint
     # start from a trained model: a checkpoint, a run folder, or 'bundled' (the Shakespeare model); its
-    # shape is kept, its vocabulary grows to fit TEXT, and --lr defaults to 0.001 (of 3e-4, 1e-3 and 3e-3,
-    # the best for fine-tuning it on the sonnets: bench/finetune_lr.py)
+    # shape is kept, its vocabulary grows to fit TEXT, and --lr defaults to 0.001 (fine-tuning it on the
+    # sonnets, the rate whose loss still fell at the end: bench/finetune_lr.py)
     init_from:str|None=None,
     quiet:bool=False, # print only errors and the final line
     **settings, # fields of ModelConfig and TrainConfig, as given; the device's recipe fills in the rest
