@@ -183,6 +183,7 @@ class DistributedCB(Callback):
         learn.elapsed = self.agreed = self.dist.reduce_max(self.local, learn.device)
         learn.losses = self.dist.all_reduce_sum(learn.losses) / self.dist.world_size
     def after_log(self, learn): # the learner
-        if self.dist.reduce_any(learn.stop_reason is not None or self.held is not None, learn.device):
-            learn.stop_reason = self.dist.first(self.held) or learn.stop_reason  # a signal may reach some
+        mine = self.held or learn.stop_reason  # held since a step, or asked for at this logging point
+        if self.dist.reduce_any(mine is not None, learn.device):
+            learn.stop_reason = self.dist.first(mine)  # the same on every rank: the first rank's reason
             self.held = None

@@ -7,8 +7,9 @@ weights. It must write one set of files (rank 0's), print each line once, and le
 and generates in one process. Then the harder paths: a SIGTERM that reaches only rank 1 stops both ranks after
 the same step with rank 0 reporting it, and `--resume` under torchrun continues to the planned step and
 reproduces an uninterrupted run exactly (with dropout, so each rank's random generator must be restored); a
-time-limited run keeps the ranks' weights identical (its learning rate depends on the clock); a user error is
-charrnn's one-line message, not a traceback.
+time-limited run keeps the ranks' weights identical (its learning rate depends on the clock); a stop that one
+rank's callback asks for at a logging point (a time limit by its own clock) ends both ranks after that step;
+a user error is charrnn's one-line message, not a traceback.
 
 Every process runs with one thread (OMP_NUM_THREADS=1): the test machines have two shared cores. The whole
 module takes about a minute on such a machine. It is skipped, with the reason, where torch.distributed, gloo,
@@ -239,6 +240,33 @@ def test_time_limited_run_keeps_ranks_identical(run, corpus, tmp_path):
     assert len(spread) >= 2, str(r)  # the checkpoint at step 40 and the last one
     assert all(v == 0. for _, v in spread), f"the ranks' weights drifted apart: {spread}"
     assert train_state(tmp_path/'run')[0]['config']['time_limit'] == 3
+
+
+# rank 1's time limit runs out at step 20 and rank 0's does not: each measures its own validations, so near
+# the limit the ranks can disagree (the hang that CI met on 2026-12-05)
+ONE_RANK_STOPS = textwrap.dedent('''\
+    import torch
+    from charrnn.resilience import TimeLimitCB
+    from charrnn.cli import main
+    _before_log = TimeLimitCB.before_log
+    def before_log(self, learn):
+        if learn.step == 20 and torch.distributed.get_rank() == 1: learn.stop('time limit')
+        else: _before_log(self, learn)
+    TimeLimitCB.before_log = before_log
+    main()
+''')
+
+
+def test_a_stop_one_rank_decides_at_a_logging_point_stops_both(run, corpus, tmp_path):
+    "A stop one rank's callback asks for at a logging point ends both ranks after that step, for its reason."
+    script = tmp_path/'one_rank_stops.py'
+    script.write_text(ONE_RANK_STOPS)
+    r = run(*torchrun(2), script, 'train', corpus, '--out', tmp_path/'run', *TINY, *PARITY, '--dropout', '0',
+            '--time-limit', 600, '--max-steps', 40, timeout=120)
+    assert r.returncode == 0, str(r)
+    assert r.stdout.splitlines()[-1].endswith('at step 20 of 20)'), str(r)
+    state = train_state(tmp_path/'run')[0]
+    assert (state['step'], [e['step'] for e in state['evals']]) == (20, [10, 20]), state['evals']
 
 
 def test_user_error_under_torchrun(run, corpus, tmp_path):
