@@ -229,12 +229,17 @@ WEIGHT_SPREAD = textwrap.dedent('''\
 ''')
 
 
+def train_with(run, source:str, corpus:Path, out:Path, *flags, timeout:float=300) -> Result:
+    "`charrnn train` under torchrun (2 processes), started by the script `source` (written beside `out`)."
+    script = out.with_suffix('.py')
+    script.write_text(source)
+    return run(*torchrun(2), script, 'train', corpus, '--out', out, *TINY, *PARITY, '--dropout', '0', *flags,
+               timeout=timeout)
+
+
 def test_time_limited_run_keeps_ranks_identical(run, corpus, tmp_path):
     "The learning rate of a time-limited run follows the clock: the ranks must agree on it, step by step."
-    script = tmp_path/'weight_spread.py'
-    script.write_text(WEIGHT_SPREAD)
-    r = run(*torchrun(2), script, 'train', corpus, '--out', tmp_path/'run', *TINY, *PARITY, '--dropout', '0',
-            '--time-limit', 3, '--checkpoint-every', 40)
+    r = train_with(run, WEIGHT_SPREAD, corpus, tmp_path/'run', '--time-limit', 3, '--checkpoint-every', 40)
     assert r.returncode == 0, str(r)
     spread = [(int(s), float(v)) for s, v in re.findall(r'^spread (\d+) (\S+)$', r.stdout, re.M)]
     assert len(spread) >= 2, str(r)  # the checkpoint at step 40 and the last one
@@ -259,10 +264,8 @@ ONE_RANK_STOPS = textwrap.dedent('''\
 
 def test_a_stop_one_rank_decides_at_a_logging_point_stops_both(run, corpus, tmp_path):
     "A stop one rank's callback asks for at a logging point ends both ranks after that step, for its reason."
-    script = tmp_path/'one_rank_stops.py'
-    script.write_text(ONE_RANK_STOPS)
-    r = run(*torchrun(2), script, 'train', corpus, '--out', tmp_path/'run', *TINY, *PARITY, '--dropout', '0',
-            '--time-limit', 600, '--max-steps', 40, timeout=120)
+    r = train_with(run, ONE_RANK_STOPS, corpus, tmp_path/'run', '--time-limit', 600, '--max-steps', 40,
+                   timeout=120)
     assert r.returncode == 0, str(r)
     assert r.stdout.splitlines()[-1].endswith('at step 20 of 20)'), str(r)
     state = train_state(tmp_path/'run')[0]
