@@ -19,7 +19,7 @@ from .training import Learner, Callback
 from .runlearner import RunLearner
 
 # %% auto #0
-__all__ = ['shard_rows', 'shard', 'Dist', 'init_distributed', 'DistLearner', 'DistributedCB']
+__all__ = ['shard_rows', 'shard', 'Dist', 'init_distributed', 'DistLearner', 'DistributedCB', 'HeldStopCB']
 
 # %% ../nbs/14_distributed.ipynb #3018fb07
 def shard_rows(n:int, # the rows to share out
@@ -135,7 +135,8 @@ class DistLearner(RunLearner):
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == 'cuda' else None
             self.net = self.wrap(nn.parallel.DistributedDataParallel(self.model, device_ids=ids))
-            self.cbs.append(DistributedCB(self.dist))
+            dcb = DistributedCB(self.dist)
+            self.cbs += [dcb, HeldStopCB(dcb)]
 
 # %% ../nbs/14_distributed.ipynb #a6dcb4a8
 @patch
@@ -176,7 +177,10 @@ class DistributedCB(Callback):
     def after_step(self, learn): # the learner
         self.local = learn.elapsed  # this process's own clock (`ClockCB`)
         learn.elapsed = self.agreed  # time moves only at logging points: a time-limited run's lr follows it
-        if learn.stop_reason is not None:  # held to the next logging point, which every rank reaches
+        self.hold(learn)
+    def hold(self, learn): # the learner
+        "Keep a stop asked for during a step (`held`) to the next logging point, which every rank reaches."
+        if learn.stop_reason is not None:
             self.held = self.held or learn.stop_reason
             learn.stop_reason = None
     def before_log(self, learn): # the learner
@@ -187,3 +191,10 @@ class DistributedCB(Callback):
         if self.dist.reduce_any(mine is not None, learn.device):
             learn.stop_reason = self.dist.first(mine)  # the same on every rank: the first rank's reason
             self.held = None
+
+class HeldStopCB(Callback):
+    "Last after every step: a stop that a later callback asked for goes to `DistributedCB` to hold too."
+    order = 1_000
+    def __init__(self, dcb:DistributedCB, # the run's `DistributedCB`
+                ): self.dcb = dcb
+    def after_step(self, learn): self.dcb.hold(learn)  # learn: the learner

@@ -8,8 +8,8 @@ and generates in one process. Then the harder paths: a SIGTERM that reaches only
 the same step with rank 0 reporting it, and `--resume` under torchrun continues to the planned step and
 reproduces an uninterrupted run exactly (with dropout, so each rank's random generator must be restored); a
 time-limited run keeps the ranks' weights identical (its learning rate depends on the clock); a stop that one
-rank's callback asks for at a logging point (a time limit by its own clock) ends both ranks after that step;
-a user error is charrnn's one-line message, not a traceback.
+rank's callback asks for at a logging point (a time limit by its own clock), or late in a step, ends both
+ranks at the same logging point; a user error is charrnn's one-line message, not a traceback.
 
 Every process runs with one thread (OMP_NUM_THREADS=1): the test machines have two shared cores. The whole
 module takes about a minute on such a machine. It is skipped, with the reason, where torch.distributed, gloo,
@@ -266,6 +266,31 @@ def test_a_stop_one_rank_decides_at_a_logging_point_stops_both(run, corpus, tmp_
     "A stop one rank's callback asks for at a logging point ends both ranks after that step, for its reason."
     r = train_with(run, ONE_RANK_STOPS, corpus, tmp_path/'run', '--time-limit', 600, '--max-steps', 40,
                    timeout=120)
+    assert r.returncode == 0, str(r)
+    assert r.stdout.splitlines()[-1].endswith('at step 20 of 20)'), str(r)
+    state = train_state(tmp_path/'run')[0]
+    assert (state['step'], [e['step'] for e in state['evals']]) == (20, [10, 20]), state['evals']
+
+
+# a callback of the user's asks rank 1 alone to stop during step 15, after `DistributedCB` looked at the step
+LATE_STOP_ON_ONE_RANK = textwrap.dedent('''\
+    import torch
+    import charrnn.run
+    from charrnn.training import Callback
+    from charrnn.cli import main
+    class LateStop(Callback):
+        order = 50
+        def after_step(self, learn):
+            if learn.step == 15 and torch.distributed.get_rank() == 1: learn.stop('asked')
+    _callbacks = charrnn.run._callbacks
+    charrnn.run._callbacks = lambda *args: _callbacks(*args) + [LateStop()]
+    main()
+''')
+
+
+def test_a_stop_one_rank_asks_for_late_in_a_step_waits_for_the_logging_point(run, corpus, tmp_path):
+    "Both ranks stop at the next logging point (step 20), not rank 1 alone at step 15."
+    r = train_with(run, LATE_STOP_ON_ONE_RANK, corpus, tmp_path/'run', '--max-steps', 40, timeout=120)
     assert r.returncode == 0, str(r)
     assert r.stdout.splitlines()[-1].endswith('at step 20 of 20)'), str(r)
     state = train_state(tmp_path/'run')[0]
