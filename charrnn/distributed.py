@@ -19,7 +19,7 @@ from .training import Learner, Callback
 from .runlearner import RunLearner
 
 # %% auto #0
-__all__ = ['shard_rows', 'shard', 'Dist', 'init_distributed', 'DistLearner', 'DistributedCB', 'HeldStopCB']
+__all__ = ['shard_rows', 'shard', 'Dist', 'init_distributed', 'DistLearner', 'DistributedCB']
 
 # %% ../nbs/14_distributed.ipynb #3018fb07
 def shard_rows(n:int, # the rows to share out
@@ -132,11 +132,12 @@ class DistLearner(RunLearner):
         check_arg(bs % world == 0, f"{flag('batch_size')} {bs} must be a multiple of the number of processes "
                                    f"({world})")
         self.quiet = self.quiet or not self.dist.is_main
+        self.dcb = None  # the `DistributedCB` of a run of several processes
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == 'cuda' else None
             self.net = self.wrap(nn.parallel.DistributedDataParallel(self.model, device_ids=ids))
-            dcb = DistributedCB(self.dist)
-            self.cbs += [dcb, HeldStopCB(dcb)]
+            self.dcb = DistributedCB(self.dist)
+            self.cbs.append(self.dcb)
 
 # %% ../nbs/14_distributed.ipynb #a6dcb4a8
 @patch
@@ -153,6 +154,11 @@ def val_loss(self:DistLearner) -> tuple[float, int]:
     chars = b.batch_size * b.n
     mine = shard(b, self.dist.rank, self.dist.world_size)
     return evaluate(self.model, mine, self.cfg.precision, self.dist.all_reduce_sum), chars
+@patch
+def log_point(self:DistLearner):
+    "The lesson's `log_point`, once `DistributedCB` holds a stop that a callback asked for late in the step."
+    if self.dcb is not None: self.dcb.hold(self)  # every rank must reach the same logging points
+    Learner.log_point(self)
 
 # %% ../nbs/14_distributed.ipynb #a6dcb4a9
 @patch
@@ -191,10 +197,3 @@ class DistributedCB(Callback):
         if self.dist.reduce_any(mine is not None, learn.device):
             learn.stop_reason = self.dist.first(mine)  # the same on every rank: the first rank's reason
             self.held = None
-
-class HeldStopCB(Callback):
-    "Last after every step: a stop that a later callback asked for goes to `DistributedCB` to hold too."
-    order = 1_000
-    def __init__(self, dcb:DistributedCB, # the run's `DistributedCB`
-                ): self.dcb = dcb
-    def after_step(self, learn): self.dcb.hold(learn)  # learn: the learner
