@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .core import check_arg
-from .model import CharModel, layer_weights, output_norm
+from .model import CharModel, layer_weights, output_norm, apply_norm
 from .cudagraph import _graph_or_none, _replay
 
 # %% ../nbs/15_decoding.ipynb #06fb1a6c
@@ -52,8 +52,7 @@ def step(self:Decoder, ids:torch.Tensor, # (B,) the current characters
     for weights, norm, s in zip(self.layers, self.norms, state):
         s = self.cell(x, s, *weights)  # LSTM: (h, c); GRU: h
         new.append(s)
-        x = s[0] if self.lstm else s
-        if norm: x = F.layer_norm(x, x.shape[-1:], *norm)  # a model with `norm` (lesson 02)
+        x = apply_norm(s[0] if self.lstm else s, norm)  # a model with `norm` (lesson 02)
     return F.linear(x, self.fc_w, self.fc_b).float(), new
 
 # %% ../nbs/15_decoding.ipynb #cc7d0c88
@@ -99,7 +98,7 @@ def step(self:Int8Decoder, ids:torch.Tensor, # (B,) the current characters
         c = f * c + i * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         new.append((h, c))
-        x = F.layer_norm(h, h.shape[-1:], *norm) if norm else h
+        x = apply_norm(h, norm)
     return F.linear(x, self.fc_w, self.fc_b).float(), new
 
 # %% ../nbs/15_decoding.ipynb #37d96505

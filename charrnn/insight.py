@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .core import check_arg
-from .model import CharModel, layer_weights, output_norm
+from .model import CharModel, layer_weights, output_norm, apply_norm
 from .scoring import char_losses
 
 # %% ../nbs/05_insight.ipynb #fb38c3c0
@@ -57,8 +57,7 @@ def lstm_states(model:CharModel, # a trained LSTM model
         h, c = _layer_states(_one_layer(model, l), x)
         hs.append(h)
         cs.append(c)
-        norm = output_norm(model, l)                               # (a model with `norm`, lesson 02)
-        x = F.layer_norm(h, h.shape[-1:], *norm) if norm else h    # the next layer reads this one's h
+        x = apply_norm(h, output_norm(model, l))                   # the next layer reads this one's h
     return torch.stack(hs), torch.stack(cs)
 
 # %% ../nbs/05_insight.ipynb #669602ad

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['BODIES', 'RNN_WEIGHTS', 'ModelConfig', 'with_fields', 'CharModel', 'map_hidden', 'detach_hidden', 'NormedLayers',
-           'bits_per_char', 'num_params', 'layer_weights', 'output_norm']
+           'bits_per_char', 'num_params', 'layer_weights', 'output_norm', 'apply_norm']
 
 # %% ../nbs/02_model.ipynb #b3f68a73
 import math
@@ -193,3 +193,9 @@ def output_norm(model:nn.Module, # a `CharModel` (LSTM or GRU)
     "The LayerNorm on layer `l`'s output as `(weight, bias)`, detached; None for a model without `norm`."
     if not isinstance(model.rnn, NormedLayers): return None
     return model.rnn.norms[l].weight.detach(), model.rnn.norms[l].bias.detach()
+
+def apply_norm(x:torch.Tensor, # a layer's output, `(..., hidden)`
+               norm:tuple|None, # that layer's `output_norm`: `(weight, bias)`, or None
+              ) -> torch.Tensor:
+    "`x` through the LayerNorm `norm`, as the next layer reads it; `x` itself where there is none."
+    return x if norm is None else F.layer_norm(x, x.shape[-1:], *norm)
