@@ -5,7 +5,7 @@
 # %% ../nbs/16_run.ipynb #73821faa
 from __future__ import annotations
 import contextlib, os, sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -154,7 +154,7 @@ def source_settings(model:CharModel, # the model the run starts from
                    ) -> dict:
     "A fine-tuned run's base settings: `model`'s shape, the recipe's training at `FINE_TUNE_LR`."
     c = model.config
-    shape = {'norm': False} | {k: v for k, v in c.items() if k != 'dropout'}  # (`norm` is left out if off)
+    shape = {k: v for k, v in asdict(model.cfg).items() if k != 'dropout' and v is not None}
     bad = [_as_given(k, settings[k]) for k in shape if k in settings and settings[k] != shape[k]]
     norms = ' with LayerNorms' if c.get('norm') else ''
     check_arg(not bad, f"{', '.join(bad)}: the model given by {flag('init_from')} is {c['cell'].upper()} "
